@@ -1,0 +1,46 @@
+/* db: MariaDB/MySQL connections and versioned SQL migrations, shared by the services'
+ * database adapters (MariaDB Connector/C). Only adapters include this header. */
+#ifndef SHARED_DB_H
+#define SHARED_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct st_mysql;
+
+struct db_config {
+    const char *host;
+    uint16_t port;
+    const char *user;
+    const char *password; /* may be NULL/empty */
+    const char *database;
+    unsigned connect_timeout_s; /* connect/read/write timeouts: a down server never hangs us */
+    unsigned io_timeout_s;
+};
+
+/* Opens a connection (utf8mb4, UTC session time zone, strict sql_mode, the timeouts),
+ * selecting cfg->database when with_database. NULL with errstr filled on failure.
+ * Caller closes with mysql_close. Thread-safe (initialises the library once). */
+struct st_mysql *db_connect(const struct db_config *cfg, bool with_database, char *errstr,
+                            size_t errlen);
+
+/* Creates cfg->database if it does not exist, takes a named lock so that concurrent
+ * starters apply each file once, and applies the files V<N>__<name>.sql of dir not yet
+ * recorded in schema_migrations, in version order. A file whose checksum changed after it
+ * was applied is an error. Returns 0, or -1 with errstr filled. *applied (may be NULL) =
+ * files applied now. */
+int db_migrations_apply(const struct db_config *cfg, const char *dir, unsigned *applied,
+                        char *errstr, size_t errlen);
+
+/* True when mysql_errno_value (mysql_errno / mysql_stmt_errno) means the connection is
+ * broken (server gone, lost, killed, shutting down): close it and open a new one. */
+bool db_is_connection_error(unsigned mysql_errno_value);
+
+/* db_migrations_apply, retried once a second while the database cannot be reached yet
+ * (a service starting beside its database), for at most wait_s seconds or until stop()
+ * returns true (stop may be NULL). Logs the outcome. Returns 0, or -1 with errstr filled. */
+int db_migrations_apply_waiting(const struct db_config *cfg, const char *dir, unsigned wait_s,
+                                bool (*stop)(void), char *errstr, size_t errlen);
+
+#endif

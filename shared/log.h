@@ -1,0 +1,44 @@
+/* log: one JSON object per line on stdout (ts, level, service, msg, fields). */
+#ifndef SHARED_LOG_H
+#define SHARED_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+/* Sets the service name and the lowest level written. Not thread-safe: call once in
+ * main before any thread starts. Defaults: service "app", level INFO. */
+void log_init(const char *service, enum log_level min_level);
+/* Parses "debug", "info", "warn", "error" (case-insensitive). Returns false otherwise. */
+bool log_level_parse(const char *s, enum log_level *out);
+bool log_enabled(enum log_level level);
+
+/* Writes one line: {"ts":"2026-11-21T13:49:09.123456Z","level":"info","service":"...",
+ * "msg":"<msg>", then the fields}. fields are key/value string pairs terminated by a NULL
+ * key: log_write(LOG_INFO, "started", "port", "8080", NULL). Keys and values are JSON
+ * escaped (control characters as \uXXXX; invalid UTF-8 replaced by U+FFFD), so a
+ * hostile value cannot forge a field or a line. Thread-safe; one write(2) per line. */
+void log_write(enum log_level level, const char *msg, ...);
+
+/* Same, with the message built printf-style (no extra fields). */
+void log_writef(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Lines longer than this are cut at a character boundary and get "truncated":true. */
+#define LOG_LINE_MAX 8192
+
+/* Writes src as the contents of a JSON string (no quotes) into dst, escaped exactly as
+ * log lines are (so other modules can put untrusted text into JSON bodies). dst is always
+ * NUL-terminated when dstlen > 0; output that does not fit is cut before the first
+ * character that would overflow. Returns true when all of src fit. src NULL = "". */
+bool log_json_escape(const char *src, char *dst, size_t dstlen);
+
+/* Level-checked printf-style logging: arguments are not evaluated when the level is off. */
+/* clang-format off */
+#define LOG_INFO_F(...)  do { if (log_enabled(LOG_INFO)) log_writef(LOG_INFO, __VA_ARGS__); } while (0)
+#define LOG_WARN_F(...)  do { if (log_enabled(LOG_WARN)) log_writef(LOG_WARN, __VA_ARGS__); } while (0)
+#define LOG_ERROR_F(...) do { if (log_enabled(LOG_ERROR)) log_writef(LOG_ERROR, __VA_ARGS__); } while (0)
+#define LOG_DEBUG_F(...) do { if (log_enabled(LOG_DEBUG)) log_writef(LOG_DEBUG, __VA_ARGS__); } while (0)
+/* clang-format on */
+
+#endif
