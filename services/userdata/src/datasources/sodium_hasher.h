@@ -1,0 +1,18 @@
+/* sodium_hasher: the password_hasher port on libsodium's argon2id (crypto_pwhash_str). */
+#ifndef USERDATA_DATASOURCES_SODIUM_HASHER_H
+#define USERDATA_DATASOURCES_SODIUM_HASHER_H
+
+#include <stddef.h>
+
+#include "repositories/password_hasher.h"
+
+struct sodium_hasher;
+
+/* opslimit/memlimit as crypto_pwhash_str takes them; max_parallel bounds how many hashes
+ * run at once (each holds memlimit bytes). NULL when sodium_init fails or out of memory. */
+struct sodium_hasher *sodium_hasher_new(unsigned long long opslimit, size_t memlimit,
+                                        unsigned max_parallel);
+void sodium_hasher_free(struct sodium_hasher *h);
+struct password_hasher sodium_hasher_port(struct sodium_hasher *h);
+
+#endif

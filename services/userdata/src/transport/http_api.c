@@ -1,0 +1,639 @@
+/* http_api: the REST API of userdata on libmicrohttpd (routing, auth, problem+json). */
+#include "transport/http_api.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "shared/log.h"
+#include "shared/metrics.h"
+#include "transport/http_headers.h"
+#include "transport/user_json.h"
+
+#define API_USERS        "/api/v1/users"
+#define API_USERS_PREFIX "/api/v1/users/"
+#define LIST_DEFAULT     50
+#define RETRY_AFTER_S    "5"
+
+static const unsigned tracked_codes[] = {200, 201, 204, 400, 401, 403, 404, 405,
+                                         409, 412, 413, 415, 422, 500, 503};
+#define N_TRACKED (sizeof tracked_codes / sizeof tracked_codes[0])
+
+struct http_api {
+    struct MHD_Daemon *daemon;
+    struct users *users;
+    const struct auth *auth;
+    size_t max_body;
+    const char *openapi;
+    size_t openapi_len;
+    uint16_t port;
+    struct metric_counter *requests[N_TRACKED + 1]; /* last: any other code */
+    struct metric_histogram *duration;
+    struct metrics *metrics;
+};
+
+/* Per-request state, from the first callback to the completion notice. */
+struct request {
+    char *body;
+    size_t len;
+    size_t cap;
+    bool too_large;
+    struct timespec start;
+    unsigned status;
+    char method[8];
+    char path[128]; /* for the access log; cut when longer */
+};
+
+static const char *status_title(unsigned status)
+{
+    switch (status) {
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Internal Server Error";
+    }
+}
+
+/* A header to add to a response; name NULL ends a list. */
+struct header {
+    const char *name;
+    const char *value;
+};
+
+/* Queues body (malloc'd, ownership taken; may be NULL for no body). */
+static enum MHD_Result send_body(struct MHD_Connection *conn, struct request *req, unsigned status,
+                                 const char *content_type, char *body, size_t len,
+                                 const struct header *headers)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    if (body == NULL) {
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    } else {
+        resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+        if (resp == NULL)
+            free(body);
+    }
+    if (resp == NULL)
+        return MHD_NO;
+    if (content_type != NULL)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    for (const struct header *h = headers; h != NULL && h->name != NULL; h++)
+        MHD_add_response_header(resp, h->name, h->value);
+    req->status = status;
+    ret = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* Sends json (ownership taken). */
+static enum MHD_Result send_json(struct MHD_Connection *conn, struct request *req, unsigned status,
+                                 cJSON *json, const char *content_type,
+                                 const struct header *headers)
+{
+    char *text = json ? cJSON_PrintUnformatted(json) : NULL;
+
+    cJSON_Delete(json);
+    if (text == NULL) {
+        req->status = 500;
+        return send_body(conn, req, 500, NULL, NULL, 0, NULL);
+    }
+    return send_body(conn, req, status, content_type, text, strlen(text), headers);
+}
+
+/* RFC 9457 problem details; errs may be NULL. */
+static enum MHD_Result send_problem(struct MHD_Connection *conn, struct request *req,
+                                    unsigned status, const char *detail,
+                                    const struct field_errors *errs, const struct header *headers)
+{
+    cJSON *p = cJSON_CreateObject();
+
+    if (p == NULL)
+        return send_body(conn, req, 500, NULL, NULL, 0, NULL);
+    cJSON_AddStringToObject(p, "type", "about:blank");
+    cJSON_AddStringToObject(p, "title", status_title(status));
+    cJSON_AddNumberToObject(p, "status", status);
+    if (detail != NULL)
+        cJSON_AddStringToObject(p, "detail", detail);
+    if (errs != NULL && errs->n > 0) {
+        cJSON *list = cJSON_AddArrayToObject(p, "errors");
+        for (size_t i = 0; list != NULL && i < errs->n; i++) {
+            cJSON *e = cJSON_CreateObject();
+            if (e == NULL)
+                break;
+            cJSON_AddStringToObject(e, "field", errs->e[i].field);
+            cJSON_AddStringToObject(e, "message", errs->e[i].message);
+            cJSON_AddItemToArray(list, e);
+        }
+    }
+    return send_json(conn, req, status, p, "application/problem+json", headers);
+}
+
+static enum MHD_Result send_unavailable(struct MHD_Connection *conn, struct request *req)
+{
+    const struct header h[] = {{"Retry-After", RETRY_AFTER_S}, {NULL, NULL}};
+    return send_problem(conn, req, 503, "the database is unavailable; retry later", NULL, h);
+}
+
+static enum MHD_Result send_user(struct MHD_Connection *conn, struct request *req, unsigned status,
+                                 const struct user *u)
+{
+    char etag[32];
+    char location[sizeof API_USERS_PREFIX + USER_ID_LEN];
+    const struct header h[] = {{MHD_HTTP_HEADER_ETAG, etag},
+                               {MHD_HTTP_HEADER_CACHE_CONTROL, "no-store"},
+                               {status == 201 ? MHD_HTTP_HEADER_LOCATION : NULL, location},
+                               {NULL, NULL}};
+
+    snprintf(etag, sizeof etag, "\"%llu\"", (unsigned long long)u->version);
+    snprintf(location, sizeof location, "%s%s", API_USERS_PREFIX, u->id);
+    return send_json(conn, req, status, user_json_from_user(u), "application/json", h);
+}
+
+/* Maps an interactor result that is not OK to its response. */
+static enum MHD_Result send_failure(struct MHD_Connection *conn, struct request *req,
+                                    enum users_result r, const struct field_errors *errs)
+{
+    switch (r) {
+    case USERS_INVALID:
+        return send_problem(conn, req, 422, "some fields are invalid", errs, NULL);
+    case USERS_NOT_FOUND:
+        return send_problem(conn, req, 404, "no user with this id", NULL, NULL);
+    case USERS_DUPLICATE:
+        return send_problem(conn, req, 409, "a user with this username or email exists", errs,
+                            NULL);
+    case USERS_PRECONDITION_FAILED:
+        return send_problem(conn, req, 412, "the user's current version does not match If-Match",
+                            NULL, NULL);
+    case USERS_UNAVAILABLE:
+        return send_unavailable(conn, req);
+    case USERS_OK:
+    case USERS_INTERNAL:
+        break;
+    }
+    return send_problem(conn, req, 500, "unexpected error", NULL, NULL);
+}
+
+static const char *header_value(struct MHD_Connection *conn, const char *name)
+{
+    return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+}
+
+/* 401/403 when the request's token does not grant scope; MHD_YES and *ok otherwise. */
+static enum MHD_Result authorize(struct http_api *api, struct MHD_Connection *conn,
+                                 struct request *req, const char *scope, bool *ok)
+{
+    char why[128] = "";
+    enum auth_result r = auth_check(api->auth, header_value(conn, MHD_HTTP_HEADER_AUTHORIZATION),
+                                    scope, why, sizeof why);
+    const struct header bearer[] = {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer"}, {NULL, NULL}};
+
+    *ok = r == AUTH_OK;
+    switch (r) {
+    case AUTH_OK:
+        return MHD_YES;
+    case AUTH_FORBIDDEN:
+        return send_problem(conn, req, 403, why[0] ? why : "insufficient scope", NULL, NULL);
+    case AUTH_MISSING:
+        return send_problem(conn, req, 401, "a Bearer token is required", NULL, bearer);
+    case AUTH_INVALID:
+        break;
+    }
+    return send_problem(conn, req, 401, why[0] ? why : "the token is not valid", NULL, bearer);
+}
+
+static enum MHD_Result method_not_allowed(struct MHD_Connection *conn, struct request *req,
+                                          const char *allow)
+{
+    const struct header h[] = {{MHD_HTTP_HEADER_ALLOW, allow}, {NULL, NULL}};
+    return send_problem(conn, req, 405, "this method is not allowed here", NULL, h);
+}
+
+/* Parses the body as user fields; on failure sends the response and sets *tree NULL. */
+static enum MHD_Result parse_body(struct MHD_Connection *conn, struct request *req, cJSON **tree,
+                                  struct user_fields *f, struct field_errors *errs, bool *ok)
+{
+    char detail[128];
+    enum user_json_result r =
+        user_json_parse(req->body ? req->body : "", req->len, tree, f, errs, detail, sizeof detail);
+
+    *ok = r == USER_JSON_OK;
+    if (r == USER_JSON_MALFORMED)
+        return send_problem(conn, req, 400, detail, NULL, NULL);
+    if (r == USER_JSON_INVALID)
+        return send_problem(conn, req, 422, "some fields are invalid", errs, NULL);
+    return MHD_YES;
+}
+
+static enum MHD_Result list_users(struct http_api *api, struct MHD_Connection *conn,
+                                  struct request *req)
+{
+    const char *limit_s = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "limit");
+    const char *after = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "after");
+    size_t limit = LIST_DEFAULT;
+    size_t n = 0;
+    bool more = false;
+    struct user *page = NULL;
+    cJSON *body = NULL;
+    enum MHD_Result ret;
+
+    if (limit_s != NULL) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long v = strtoul(limit_s, &end, 10);
+        if (limit_s[0] < '0' || limit_s[0] > '9' || *end != '\0' || errno != 0 || v < 1 ||
+            v > USERS_LIST_MAX)
+            return send_problem(conn, req, 400, "limit must be an integer from 1 to 200", NULL,
+                                NULL);
+        limit = v;
+    }
+    if (after != NULL && !user_id_valid(after))
+        return send_problem(conn, req, 400, "after must be a user id from a previous page", NULL,
+                            NULL);
+
+    page = calloc(limit, sizeof *page);
+    if (page == NULL)
+        return send_problem(conn, req, 500, "out of memory", NULL, NULL);
+    enum users_result r = users_list(api->users, after, limit, page, &n, &more);
+    if (r != USERS_OK) {
+        ret = send_failure(conn, req, r, NULL);
+        goto out;
+    }
+    body = cJSON_CreateObject();
+    cJSON *items = body ? cJSON_AddArrayToObject(body, "items") : NULL;
+    bool ok = items != NULL;
+    for (size_t i = 0; ok && i < n; i++) {
+        cJSON *u = user_json_from_user(&page[i]);
+        ok = u != NULL && cJSON_AddItemToArray(items, u);
+    }
+    if (ok)
+        ok = (more ? cJSON_AddStringToObject(body, "next", page[n - 1].id)
+                   : cJSON_AddNullToObject(body, "next")) != NULL;
+    if (!ok) {
+        cJSON_Delete(body);
+        ret = send_problem(conn, req, 500, "out of memory", NULL, NULL);
+        goto out;
+    }
+    const struct header h[] = {{MHD_HTTP_HEADER_CACHE_CONTROL, "no-store"}, {NULL, NULL}};
+    ret = send_json(conn, req, 200, body, "application/json", h);
+out:
+    free(page);
+    return ret;
+}
+
+/* POST, PUT and PATCH: content type, If-Match, body, interactor, response. */
+static enum MHD_Result write_user(struct http_api *api, struct MHD_Connection *conn,
+                                  struct request *req, const char *method, const char *id)
+{
+    const char *ctype = header_value(conn, MHD_HTTP_HEADER_CONTENT_TYPE);
+    bool is_patch = strcmp(method, "PATCH") == 0;
+    struct users_if_match pre;
+    struct field_errors errs = {0};
+    struct user_fields f;
+    struct user u;
+    cJSON *tree = NULL;
+    bool ok = false;
+    enum MHD_Result ret;
+
+    if (is_patch ? !(http_headers_content_type_is(ctype, "application/merge-patch+json") ||
+                     http_headers_content_type_is(ctype, "application/json"))
+                 : !http_headers_content_type_is(ctype, "application/json")) {
+        const struct header h[] = {{"Accept-Patch", "application/merge-patch+json"}, {NULL, NULL}};
+        return send_problem(conn, req, 415,
+                            is_patch ? "send application/merge-patch+json"
+                                     : "send application/json",
+                            NULL, is_patch ? h : NULL);
+    }
+    memset(&pre, 0, sizeof pre); /* POST creates: there is nothing for If-Match to match */
+    if (id != NULL &&
+        !http_headers_parse_if_match(header_value(conn, MHD_HTTP_HEADER_IF_MATCH), &pre))
+        return send_problem(conn, req, 400, "If-Match must be * or a list of ETags", NULL, NULL);
+
+    ret = parse_body(conn, req, &tree, &f, &errs, &ok);
+    if (!ok)
+        goto out;
+
+    enum users_result r;
+    if (id == NULL)
+        r = users_create(api->users, &f, &u, &errs);
+    else if (is_patch)
+        r = users_patch(api->users, id, &f, &pre, &u, &errs);
+    else
+        r = users_replace(api->users, id, &f, &pre, &u, &errs);
+    ret = r == USERS_OK ? send_user(conn, req, id == NULL ? 201 : 200, &u)
+                        : send_failure(conn, req, r, &errs);
+out:
+    cJSON_Delete(tree);
+    return ret;
+}
+
+static enum MHD_Result serve_users(struct http_api *api, struct MHD_Connection *conn,
+                                   struct request *req, const char *method, const char *id)
+{
+    bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    bool is_write =
+        strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0 || strcmp(method, "DELETE") == 0;
+    bool ok = false;
+    enum MHD_Result ret;
+
+    if (id == NULL && !is_get && strcmp(method, "POST") != 0)
+        return method_not_allowed(conn, req, "GET, HEAD, POST");
+    if (id != NULL && !is_get && !is_write)
+        return method_not_allowed(conn, req, "GET, HEAD, PUT, PATCH, DELETE");
+
+    ret = authorize(api, conn, req, is_get ? "users:read" : "users:write", &ok);
+    if (!ok)
+        return ret;
+    if (req->too_large)
+        return send_problem(conn, req, 413, "the request body is too large", NULL, NULL);
+
+    if (id == NULL)
+        return is_get ? list_users(api, conn, req) : write_user(api, conn, req, method, NULL);
+    if (is_get) {
+        struct user u;
+        enum users_result r = users_get(api->users, id, &u);
+        return r == USERS_OK ? send_user(conn, req, 200, &u) : send_failure(conn, req, r, NULL);
+    }
+    if (strcmp(method, "DELETE") == 0) {
+        struct users_if_match pre;
+        if (!http_headers_parse_if_match(header_value(conn, MHD_HTTP_HEADER_IF_MATCH), &pre))
+            return send_problem(conn, req, 400, "If-Match must be * or a list of ETags", NULL,
+                                NULL);
+        enum users_result r = users_delete(api->users, id, &pre);
+        return r == USERS_OK ? send_body(conn, req, 204, NULL, NULL, 0, NULL)
+                             : send_failure(conn, req, r, NULL);
+    }
+    return write_user(api, conn, req, method, id);
+}
+
+static enum MHD_Result serve_text(struct MHD_Connection *conn, struct request *req,
+                                  const char *method, const char *content_type, char *text,
+                                  size_t len, unsigned status)
+{
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        free(text);
+        return method_not_allowed(conn, req, "GET, HEAD");
+    }
+    if (text == NULL)
+        return send_problem(conn, req, 500, "out of memory", NULL, NULL);
+    return send_body(conn, req, status, content_type, text, len, NULL);
+}
+
+static char *dup_text(const char *s, size_t len)
+{
+    char *d = malloc(len + 1);
+    if (d != NULL) {
+        memcpy(d, s, len);
+        d[len] = '\0';
+    }
+    return d;
+}
+
+static enum MHD_Result route(struct http_api *api, struct MHD_Connection *conn, struct request *req,
+                             const char *url, const char *method)
+{
+    if (strcmp(url, "/healthz") == 0) {
+        static const char ok[] = "{\"status\":\"ok\"}";
+        return serve_text(conn, req, method, "application/json", dup_text(ok, sizeof ok - 1),
+                          sizeof ok - 1, 200);
+    }
+    if (strcmp(url, "/readyz") == 0) {
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+            return method_not_allowed(conn, req, "GET, HEAD");
+        if (users_ready(api->users) != USERS_OK)
+            return send_unavailable(conn, req);
+        static const char ready[] = "{\"status\":\"ready\"}";
+        return serve_text(conn, req, method, "application/json", dup_text(ready, sizeof ready - 1),
+                          sizeof ready - 1, 200);
+    }
+    if (strcmp(url, "/metrics") == 0 && api->metrics != NULL) {
+        char *text = metrics_render(api->metrics);
+        return serve_text(conn, req, method, "text/plain; version=0.0.4; charset=utf-8", text,
+                          text ? strlen(text) : 0, 200);
+    }
+    if (strcmp(url, "/openapi.yaml") == 0 && api->openapi != NULL)
+        return serve_text(conn, req, method, "application/yaml",
+                          dup_text(api->openapi, api->openapi_len), api->openapi_len, 200);
+    if (strcmp(url, API_USERS) == 0)
+        return serve_users(api, conn, req, method, NULL);
+    if (strncmp(url, API_USERS_PREFIX, sizeof API_USERS_PREFIX - 1) == 0) {
+        const char *id = url + sizeof API_USERS_PREFIX - 1;
+        if (*id != '\0' && strchr(id, '/') == NULL)
+            return serve_users(api, conn, req, method, id);
+    }
+    return send_problem(conn, req, 404, "no such resource", NULL, NULL);
+}
+
+static double seconds_since(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    struct http_api *api = cls;
+    struct request *req = *con_cls;
+    (void)version;
+
+    if (req == NULL) {
+        req = calloc(1, sizeof *req);
+        if (req == NULL)
+            return MHD_NO;
+        clock_gettime(CLOCK_MONOTONIC, &req->start);
+        snprintf(req->method, sizeof req->method, "%s", method);
+        snprintf(req->path, sizeof req->path, "%s", url);
+        *con_cls = req;
+        /* Refuse a declared oversized body before reading any of it. */
+        const char *cl = header_value(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl != NULL) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (errno != 0 || *end != '\0' || n > api->max_body)
+                req->too_large = true;
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (req->too_large || n > api->max_body - req->len) {
+            req->too_large = true; /* keep reading and dropping; answer 413 at the end */
+            free(req->body);
+            req->body = NULL;
+            req->len = req->cap = 0;
+            return MHD_YES;
+        }
+        if (req->len + n > req->cap) {
+            size_t cap = req->cap ? req->cap : 1024;
+            while (cap < req->len + n)
+                cap *= 2;
+            char *b = realloc(req->body, cap);
+            if (b == NULL)
+                return MHD_NO;
+            req->body = b;
+            req->cap = cap;
+        }
+        memcpy(req->body + req->len, upload_data, n);
+        req->len += n;
+        return MHD_YES;
+    }
+    return route(api, conn, req, url, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct http_api *api = cls;
+    struct request *req = *con_cls;
+    (void)toe;
+    (void)conn;
+
+    if (req == NULL)
+        return;
+    double secs = seconds_since(&req->start);
+    size_t slot = N_TRACKED;
+    for (size_t i = 0; i < N_TRACKED; i++) {
+        if (tracked_codes[i] == req->status)
+            slot = i;
+    }
+    if (api->requests[slot] != NULL)
+        metric_counter_add(api->requests[slot], 1);
+    if (api->duration != NULL)
+        metric_histogram_observe(api->duration, secs);
+    if (log_enabled(LOG_INFO)) {
+        char status[8], ms[32];
+        snprintf(status, sizeof status, "%u", req->status);
+        snprintf(ms, sizeof ms, "%.3f", secs * 1000.0);
+        log_write(LOG_INFO, "request", "method", req->method, "path", req->path, "status", status,
+                  "duration_ms", ms, NULL);
+    }
+    free(req->body);
+    free(req);
+    *con_cls = NULL;
+}
+
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[256];
+    (void)cls;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    log_write(LOG_WARN, "http server", "detail", msg, NULL);
+}
+
+static void register_metrics(struct http_api *api, struct metrics *m)
+{
+    static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                    0.1,   0.25,   0.5,   1,    2.5};
+    char labels[32];
+
+    if (m == NULL)
+        return;
+    for (size_t i = 0; i <= N_TRACKED; i++) {
+        if (i < N_TRACKED)
+            snprintf(labels, sizeof labels, "code=\"%u\"", tracked_codes[i]);
+        else
+            snprintf(labels, sizeof labels, "code=\"other\"");
+        api->requests[i] = metrics_counter(m, "userdata_http_requests_total",
+                                           "HTTP requests answered, by status code", labels);
+    }
+    api->duration = metrics_histogram(m, "userdata_http_request_duration_seconds",
+                                      "Time from request start to response completion", NULL,
+                                      bounds, sizeof bounds / sizeof bounds[0]);
+}
+
+struct http_api *http_api_start(const struct http_api_config *cfg, struct users *users,
+                                const struct auth *auth, struct metrics *metrics, char *errstr,
+                                size_t errlen)
+{
+    struct sockaddr_in addr;
+    struct http_api *api = calloc(1, sizeof *api);
+
+    if (api == NULL) {
+        snprintf(errstr, errlen, "out of memory");
+        return NULL;
+    }
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(cfg->port);
+    if (inet_pton(AF_INET, cfg->bind_addr, &addr.sin_addr) != 1) {
+        snprintf(errstr, errlen, "bind address %s is not an IPv4 address", cfg->bind_addr);
+        free(api);
+        return NULL;
+    }
+    api->users = users;
+    api->auth = auth;
+    api->max_body = cfg->max_body;
+    api->openapi = cfg->openapi;
+    api->openapi_len = cfg->openapi_len;
+    api->metrics = metrics;
+    register_metrics(api, metrics);
+
+    api->daemon = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_EPOLL | MHD_USE_TURBO,
+        cfg->port, NULL, NULL, on_request, api,
+        /* the logger first, so that MHD reports nothing through its own stderr logger */
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned int)(cfg->threads ? cfg->threads : 1), MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1000,
+        /* Headers only: bodies are copied out as they arrive. MHD clears the pool per
+         * request, so the default 32 KiB costs measurable CPU (bench/README.md). */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, api, MHD_OPTION_END);
+    if (api->daemon == NULL) {
+        snprintf(errstr, errlen, "cannot listen on %s:%u (in use, or not allowed)", cfg->bind_addr,
+                 cfg->port);
+        free(api);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(api->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    api->port = info ? info->port : cfg->port;
+    return api;
+}
+
+uint16_t http_api_port(const struct http_api *api)
+{
+    return api->port;
+}
+
+void http_api_stop(struct http_api *api)
+{
+    if (api == NULL)
+        return;
+    MHD_stop_daemon(api->daemon);
+    free(api);
+}

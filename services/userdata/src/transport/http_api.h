@@ -1,0 +1,33 @@
+/* http_api: the REST API of userdata on libmicrohttpd (routing, auth, problem+json). */
+#ifndef USERDATA_TRANSPORT_HTTP_API_H
+#define USERDATA_TRANSPORT_HTTP_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "interactors/users.h"
+#include "transport/auth.h"
+
+struct metrics;
+
+struct http_api_config {
+    const char *bind_addr; /* "127.0.0.1" */
+    uint16_t port;         /* 0: ephemeral */
+    unsigned threads;      /* worker threads (each may block on the database) */
+    size_t max_body;       /* bytes; larger bodies get 413 */
+    const char *openapi;   /* the spec served at /openapi.yaml (NULL: 404) */
+    size_t openapi_len;
+};
+
+struct http_api;
+
+/* Starts serving. users, auth and metrics must outlive the server; metrics may be NULL.
+ * NULL with errstr filled on failure. */
+struct http_api *http_api_start(const struct http_api_config *cfg, struct users *users,
+                                const struct auth *auth, struct metrics *metrics, char *errstr,
+                                size_t errlen);
+uint16_t http_api_port(const struct http_api *api);
+/* Stops accepting, finishes requests in flight, frees. */
+void http_api_stop(struct http_api *api);
+
+#endif

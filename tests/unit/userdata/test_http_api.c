@@ -1,0 +1,602 @@
+/* The HTTP transport driven by a real libcurl client against a real daemon on an
+ * ephemeral port, with fake ports behind the interactor: every status code of the API. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <jwt.h>
+#include <time.h>
+
+#include "fake_ports.h"
+#include "interactors/users.h"
+#include "shared/log.h"
+#include "shared/metrics.h"
+#include "transport/auth.h"
+#include "transport/http_api.h"
+
+#define SECRET   "0123456789abcdef0123456789abcdef-test-secret"
+#define MAX_BODY 4096
+
+struct fixture {
+    struct fake_repo repo;
+    struct fake_env env;
+    struct users *uc;
+    struct auth *auth;
+    struct metrics *metrics;
+    struct http_api *api;
+    char base[64];
+    char token_rw[2048];
+    char token_ro[2048];
+};
+
+struct reply {
+    long status;
+    char *body;
+    size_t len;
+    char headers[4096];
+    size_t hlen;
+    cJSON *json;
+};
+
+static struct auth_config auth_cfg(void)
+{
+    struct auth_config c = {0};
+    c.alg = AUTH_HS256;
+    c.key = (const unsigned char *)SECRET;
+    c.key_len = strlen(SECRET);
+    c.audience = "userdata";
+    c.leeway_s = 5;
+    return c;
+}
+
+static void mint(const char *scope, long ttl, char *out, size_t outlen)
+{
+    struct auth_config c = auth_cfg();
+    char err[256];
+    char *tok = NULL;
+    assert_int_equal(auth_mint(&c, "tester", scope, ttl, &tok, err, sizeof err), 0);
+    snprintf(out, outlen, "%s", tok);
+    free(tok);
+}
+
+/* auth_mint refuses a past expiry, so an expired token is built with libjwt itself. */
+static void mint_expired(char *out, size_t outlen)
+{
+    jwt_t *jwt = NULL;
+    time_t now = time(NULL);
+    assert_int_equal(jwt_new(&jwt), 0);
+    assert_int_equal(jwt_add_grant(jwt, "sub", "tester"), 0);
+    assert_int_equal(jwt_add_grant(jwt, "aud", "userdata"), 0);
+    assert_int_equal(jwt_add_grant(jwt, "scope", "users:read"), 0);
+    assert_int_equal(jwt_add_grant_int(jwt, "iat", (long)now - 600), 0);
+    assert_int_equal(jwt_add_grant_int(jwt, "exp", (long)now - 120), 0);
+    assert_int_equal(
+        jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)SECRET, (int)strlen(SECRET)), 0);
+    char *tok = jwt_encode_str(jwt);
+    assert_non_null(tok);
+    snprintf(out, outlen, "%s", tok);
+    free(tok);
+    jwt_free(jwt);
+}
+
+static int setup(void **state)
+{
+    static const char spec[] = "openapi: 3.1.0\n";
+    struct fixture *fx = calloc(1, sizeof *fx);
+    char err[256];
+    struct auth_config ac = auth_cfg();
+
+    if (fx == NULL)
+        return -1;
+    fake_repo_init(&fx->repo);
+    fx->env.now_us = 1795000000000000LL;
+    fx->uc = users_new(fake_repo_port(&fx->repo), fake_hasher_port(), fake_env_port(&fx->env));
+    fx->auth = auth_new(&ac, err, sizeof err);
+    fx->metrics = metrics_new();
+    struct http_api_config hc = {.bind_addr = "127.0.0.1",
+                                 .port = 0,
+                                 .threads = 2,
+                                 .max_body = MAX_BODY,
+                                 .openapi = spec,
+                                 .openapi_len = sizeof spec - 1};
+    fx->api = http_api_start(&hc, fx->uc, fx->auth, fx->metrics, err, sizeof err);
+    if (fx->api == NULL) {
+        fprintf(stderr, "http_api_start: %s\n", err);
+        return -1;
+    }
+    snprintf(fx->base, sizeof fx->base, "http://127.0.0.1:%u", http_api_port(fx->api));
+    mint("users:read users:write", 600, fx->token_rw, sizeof fx->token_rw);
+    mint("users:read", 600, fx->token_ro, sizeof fx->token_ro);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    http_api_stop(fx->api);
+    users_free(fx->uc);
+    auth_free(fx->auth);
+    metrics_free(fx->metrics);
+    pthread_mutex_destroy(&fx->repo.lock);
+    free(fx);
+    return 0;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    struct reply *r = ud;
+    size_t len = size * n;
+    char *b = realloc(r->body, r->len + len + 1);
+    if (b == NULL)
+        return 0;
+    memcpy(b + r->len, p, len);
+    r->len += len;
+    b[r->len] = '\0';
+    r->body = b;
+    return len;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    struct reply *r = ud;
+    size_t len = size * n;
+    if (r->hlen + len < sizeof r->headers) {
+        memcpy(r->headers + r->hlen, p, len);
+        r->hlen += len;
+        r->headers[r->hlen] = '\0';
+    }
+    return len;
+}
+
+static void reply_free(struct reply *r)
+{
+    free(r->body);
+    cJSON_Delete(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+/* Returns the value of header name in r (case-insensitive), or "" when absent. */
+static const char *header(struct reply *r, const char *name, char *buf, size_t buflen)
+{
+    size_t n = strlen(name);
+    buf[0] = '\0';
+    for (char *line = r->headers; line && *line;
+         line = strstr(line, "\r\n") ? strstr(line, "\r\n") + 2 : NULL) {
+        if (strncasecmp(line, name, n) == 0 && line[n] == ':') {
+            const char *v = line + n + 1;
+            while (*v == ' ')
+                v++;
+            size_t len = strcspn(v, "\r\n");
+            snprintf(buf, buflen, "%.*s", (int)len, v);
+            break;
+        }
+    }
+    return buf;
+}
+
+/* body_len (size_t)-1: strlen(body). extra: NULL-terminated list of header lines. */
+static struct reply call(struct fixture *fx, const char *method, const char *path,
+                         const char *token, const char *body, size_t body_len,
+                         const char *const *extra)
+{
+    struct reply r = {0};
+    char url[512], auth_h[2200];
+    struct curl_slist *h = NULL;
+    CURL *c = curl_easy_init();
+
+    assert_non_null(c);
+    snprintf(url, sizeof url, "%s%s", fx->base, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp(method, "HEAD") == 0)
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    if (token != NULL) {
+        snprintf(auth_h, sizeof auth_h, "Authorization: Bearer %s", token);
+        h = curl_slist_append(h, auth_h);
+    }
+    for (const char *const *e = extra; e && *e; e++)
+        h = curl_slist_append(h, *e);
+    h = curl_slist_append(h, "Expect:");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    if (body != NULL) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t)(body_len == (size_t)-1 ? strlen(body) : body_len));
+    }
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK)
+        fail_msg("curl: %s", curl_easy_strerror(rc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    if (r.body != NULL)
+        r.json = cJSON_Parse(r.body);
+    return r;
+}
+
+static const char *const JSON[] = {"Content-Type: application/json", NULL};
+
+#define ANA "{\"username\":\"ana\",\"email\":\"ana@example.com\",\"password\":\"correct horse\"}"
+
+static struct reply create_ana(struct fixture *fx)
+{
+    struct reply r = call(fx, "POST", "/api/v1/users", fx->token_rw, ANA, (size_t)-1, JSON);
+    assert_int_equal(r.status, 201);
+    return r;
+}
+
+static const char *jstr(struct reply *r, const char *name)
+{
+    cJSON *v = cJSON_GetObjectItem(r->json, name);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static void assert_problem(struct reply *r, long status)
+{
+    char ct[128];
+    assert_int_equal(r->status, status);
+    assert_string_equal(header(r, "Content-Type", ct, sizeof ct), "application/problem+json");
+    assert_non_null(r->json);
+    assert_int_equal(cJSON_GetObjectItem(r->json, "status")->valueint, status);
+    assert_non_null(jstr(r, "title"));
+}
+
+static void create_returns_201_location_etag_and_no_hash(void **state)
+{
+    struct fixture *fx = *state;
+    char v[256], want[128];
+    struct reply r = create_ana(fx);
+
+    const char *id = jstr(&r, "id");
+    assert_non_null(id);
+    snprintf(want, sizeof want, "/api/v1/users/%s", id);
+    assert_string_equal(header(&r, "Location", v, sizeof v), want);
+    assert_string_equal(header(&r, "ETag", v, sizeof v), "\"1\"");
+    assert_null(strstr(r.body, "password_hash"));
+    assert_null(strstr(r.body, "fake$"));
+    assert_null(strstr(r.body, "correct horse"));
+    assert_string_equal(jstr(&r, "username"), "ana");
+    reply_free(&r);
+}
+
+static void get_one_and_404(void **state)
+{
+    struct fixture *fx = *state;
+    char path[128], v[64];
+    struct reply c = create_ana(fx);
+
+    snprintf(path, sizeof path, "/api/v1/users/%s", jstr(&c, "id"));
+    struct reply r = call(fx, "GET", path, fx->token_ro, NULL, 0, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(header(&r, "ETag", v, sizeof v), "\"1\"");
+    assert_string_equal(jstr(&r, "email"), "ana@example.com");
+    reply_free(&r);
+
+    r = call(fx, "GET", "/api/v1/users/00000000-0000-4000-8000-00000000dead", fx->token_ro, NULL, 0,
+             NULL);
+    assert_problem(&r, 404);
+    reply_free(&r);
+    r = call(fx, "GET", "/api/v1/users/not-a-uuid", fx->token_ro, NULL, 0, NULL);
+    assert_problem(&r, 404);
+    reply_free(&r);
+    r = call(fx, "GET", "/nope", NULL, NULL, 0, NULL);
+    assert_problem(&r, 404);
+    reply_free(&r);
+    reply_free(&c);
+}
+
+static void auth_401_and_403(void **state)
+{
+    struct fixture *fx = *state;
+    char v[64], expired[2048];
+
+    struct reply r = call(fx, "GET", "/api/v1/users", NULL, NULL, 0, NULL);
+    assert_problem(&r, 401);
+    assert_string_equal(header(&r, "WWW-Authenticate", v, sizeof v), "Bearer");
+    reply_free(&r);
+
+    r = call(fx, "GET", "/api/v1/users", "garbage.token.here", NULL, 0, NULL);
+    assert_problem(&r, 401);
+    reply_free(&r);
+
+    mint_expired(expired, sizeof expired);
+    r = call(fx, "GET", "/api/v1/users", expired, NULL, 0, NULL);
+    assert_problem(&r, 401);
+    reply_free(&r);
+
+    r = call(fx, "POST", "/api/v1/users", fx->token_ro, ANA, (size_t)-1, JSON);
+    assert_problem(&r, 403);
+    assert_int_equal(fx->repo.inserts, 0);
+    reply_free(&r);
+}
+
+static void bad_bodies_400_413_415_422(void **state)
+{
+    struct fixture *fx = *state;
+
+    struct reply r = call(fx, "POST", "/api/v1/users", fx->token_rw, "{nope", (size_t)-1, JSON);
+    assert_problem(&r, 400);
+    reply_free(&r);
+
+    r = call(fx, "POST", "/api/v1/users", fx->token_rw, "{\"username\":\"a\0b\"}", 18, JSON);
+    assert_problem(&r, 400);
+    reply_free(&r);
+
+    r = call(fx, "POST", "/api/v1/users", fx->token_rw, "{\"username\":\"\xff\"}", (size_t)-1,
+             JSON);
+    assert_problem(&r, 400);
+    reply_free(&r);
+
+    const char *const text[] = {"Content-Type: text/plain", NULL};
+    r = call(fx, "POST", "/api/v1/users", fx->token_rw, ANA, (size_t)-1, text);
+    assert_problem(&r, 415);
+    reply_free(&r);
+    r = call(fx, "POST", "/api/v1/users", fx->token_rw, ANA, (size_t)-1, NULL);
+    assert_problem(&r, 415);
+    reply_free(&r);
+
+    /* A 1 MB field: refused whole, before it is read. */
+    size_t big = 1024 * 1024;
+    char *body = malloc(big + 64);
+    assert_non_null(body);
+    int n = snprintf(body, 64, "{\"full_name\":\"");
+    memset(body + n, 'x', big);
+    memcpy(body + n + big, "\"}", 3);
+    r = call(fx, "POST", "/api/v1/users", fx->token_rw, body, (size_t)-1, JSON);
+    assert_problem(&r, 413);
+    reply_free(&r);
+    free(body);
+
+    r = call(fx, "POST", "/api/v1/users", fx->token_rw,
+             "{\"username\":\"a\",\"email\":\"bad\",\"password\":\"x\",\"isAdmin\":true}",
+             (size_t)-1, JSON);
+    assert_problem(&r, 422);
+    cJSON *errs = cJSON_GetObjectItem(r.json, "errors");
+    assert_true(cJSON_IsArray(errs));
+    assert_int_equal(cJSON_GetArraySize(errs), 1); /* the unknown field, before rules */
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(errs, 0), "field")->valuestring,
+                        "isAdmin");
+    reply_free(&r);
+
+    r = call(fx, "POST", "/api/v1/users", fx->token_rw,
+             "{\"username\":\"a\",\"email\":\"bad\",\"password\":\"x\"}", (size_t)-1, JSON);
+    assert_problem(&r, 422);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "errors")), 3);
+    reply_free(&r);
+    assert_int_equal(fx->repo.inserts, 0);
+}
+
+static void duplicate_is_409(void **state)
+{
+    struct fixture *fx = *state;
+    struct reply c = create_ana(fx);
+    struct reply r = call(fx, "POST", "/api/v1/users", fx->token_rw, ANA, (size_t)-1, JSON);
+    assert_problem(&r, 409);
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(r.json, "errors"), 0), "field")
+            ->valuestring,
+        "username");
+    reply_free(&r);
+    reply_free(&c);
+}
+
+static void put_patch_if_match_412_and_etag(void **state)
+{
+    struct fixture *fx = *state;
+    char path[128], v[64];
+    struct reply c = create_ana(fx);
+    snprintf(path, sizeof path, "/api/v1/users/%s", jstr(&c, "id"));
+
+    const char *const stale[] = {"Content-Type: application/merge-patch+json", "If-Match: \"7\"",
+                                 NULL};
+    struct reply r =
+        call(fx, "PATCH", path, fx->token_rw, "{\"full_name\":\"Ana\"}", (size_t)-1, stale);
+    assert_problem(&r, 412);
+    reply_free(&r);
+
+    const char *const fresh[] = {"Content-Type: application/merge-patch+json", "If-Match: \"1\"",
+                                 NULL};
+    r = call(fx, "PATCH", path, fx->token_rw, "{\"full_name\":\"Ana\",\"address\":null}",
+             (size_t)-1, fresh);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(header(&r, "ETag", v, sizeof v), "\"2\"");
+    assert_string_equal(jstr(&r, "full_name"), "Ana");
+    reply_free(&r);
+
+    r = call(fx, "PATCH", path, fx->token_rw, "{\"full_name\":\"X\"}", (size_t)-1, JSON);
+    assert_int_equal(r.status, 200); /* application/json is accepted for merge patch too */
+    reply_free(&r);
+    const char *const xml[] = {"Content-Type: application/xml", NULL};
+    r = call(fx, "PATCH", path, fx->token_rw, "{}", (size_t)-1, xml);
+    assert_problem(&r, 415);
+    assert_string_equal(header(&r, "Accept-Patch", v, sizeof v), "application/merge-patch+json");
+    reply_free(&r);
+
+    const char *const put_stale[] = {"Content-Type: application/json", "If-Match: \"1\"", NULL};
+    r = call(fx, "PUT", path, fx->token_rw, "{\"username\":\"ana\",\"email\":\"ana@example.org\"}",
+             (size_t)-1, put_stale);
+    assert_problem(&r, 412);
+    reply_free(&r);
+    r = call(fx, "PUT", path, fx->token_rw, "{\"username\":\"ana\",\"email\":\"ana@example.org\"}",
+             (size_t)-1, JSON);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(&r, "email"), "ana@example.org");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "full_name")));
+    reply_free(&r);
+
+    const char *const bad_tag[] = {"Content-Type: application/json", "If-Match: 3", NULL};
+    r = call(fx, "PUT", path, fx->token_rw, "{}", (size_t)-1, bad_tag);
+    assert_problem(&r, 400);
+    reply_free(&r);
+
+    r = call(fx, "PUT", "/api/v1/users/00000000-0000-4000-8000-00000000dead", fx->token_rw,
+             "{\"username\":\"zed\",\"email\":\"z@example.org\"}", (size_t)-1, JSON);
+    assert_problem(&r, 404);
+    reply_free(&r);
+    r = call(fx, "PUT", path, fx->token_rw, "{\"username\":\"ana\"}", (size_t)-1, JSON);
+    assert_problem(&r, 422);
+    reply_free(&r);
+    reply_free(&c);
+}
+
+static void delete_204_then_404(void **state)
+{
+    struct fixture *fx = *state;
+    char path[128];
+    struct reply c = create_ana(fx);
+    snprintf(path, sizeof path, "/api/v1/users/%s", jstr(&c, "id"));
+
+    struct reply r = call(fx, "DELETE", path, fx->token_rw, NULL, 0, NULL);
+    assert_int_equal(r.status, 204);
+    assert_int_equal(r.len, 0);
+    reply_free(&r);
+    r = call(fx, "DELETE", path, fx->token_rw, NULL, 0, NULL);
+    assert_problem(&r, 404);
+    reply_free(&r);
+    reply_free(&c);
+}
+
+static void other_methods_405_with_allow(void **state)
+{
+    struct fixture *fx = *state;
+    char v[128];
+
+    struct reply r = call(fx, "DELETE", "/api/v1/users", fx->token_rw, NULL, 0, NULL);
+    assert_problem(&r, 405);
+    assert_string_equal(header(&r, "Allow", v, sizeof v), "GET, HEAD, POST");
+    reply_free(&r);
+    r = call(fx, "POST", "/api/v1/users/00000000-0000-4000-8000-000000000001", fx->token_rw, "{}",
+             (size_t)-1, JSON);
+    assert_problem(&r, 405);
+    assert_string_equal(header(&r, "Allow", v, sizeof v), "GET, HEAD, PUT, PATCH, DELETE");
+    reply_free(&r);
+    r = call(fx, "POST", "/healthz", NULL, "{}", (size_t)-1, JSON);
+    assert_problem(&r, 405);
+    assert_string_equal(header(&r, "Allow", v, sizeof v), "GET, HEAD");
+    reply_free(&r);
+}
+
+static void list_with_paging_and_bad_params(void **state)
+{
+    struct fixture *fx = *state;
+    char body[160], path[160];
+
+    for (int i = 0; i < 5; i++) {
+        snprintf(body, sizeof body,
+                 "{\"username\":\"user%d\",\"email\":\"u%d@example.com\",\"password\":"
+                 "\"long enough\"}",
+                 i, i);
+        struct reply c = call(fx, "POST", "/api/v1/users", fx->token_rw, body, (size_t)-1, JSON);
+        assert_int_equal(c.status, 201);
+        reply_free(&c);
+    }
+    struct reply r = call(fx, "GET", "/api/v1/users?limit=2", fx->token_ro, NULL, 0, NULL);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "items")), 2);
+    const char *next = jstr(&r, "next");
+    assert_non_null(next);
+    int seen = 2;
+    while (next != NULL) {
+        snprintf(path, sizeof path, "/api/v1/users?limit=2&after=%s", next);
+        reply_free(&r);
+        r = call(fx, "GET", path, fx->token_ro, NULL, 0, NULL);
+        assert_int_equal(r.status, 200);
+        seen += cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "items"));
+        next = jstr(&r, "next");
+    }
+    assert_int_equal(seen, 5);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "next")));
+    reply_free(&r);
+
+    const char *bad[] = {"/api/v1/users?limit=0", "/api/v1/users?limit=201",
+                         "/api/v1/users?limit=abc", "/api/v1/users?limit=-1",
+                         "/api/v1/users?after=x%27%20OR%201=1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = call(fx, "GET", bad[i], fx->token_ro, NULL, 0, NULL);
+        assert_problem(&r, 400);
+        reply_free(&r);
+    }
+}
+
+static void store_down_503_with_retry_after_and_readyz(void **state)
+{
+    struct fixture *fx = *state;
+    char v[32];
+
+    struct reply r = call(fx, "GET", "/readyz", NULL, NULL, 0, NULL);
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+    fx->repo.fail_all = USER_REPO_UNAVAILABLE;
+    r = call(fx, "GET", "/readyz", NULL, NULL, 0, NULL);
+    assert_problem(&r, 503);
+    reply_free(&r);
+    r = call(fx, "POST", "/api/v1/users", fx->token_rw, ANA, (size_t)-1, JSON);
+    assert_problem(&r, 503);
+    assert_string_equal(header(&r, "Retry-After", v, sizeof v), "5");
+    reply_free(&r);
+    r = call(fx, "GET", "/healthz", NULL, NULL, 0, NULL);
+    assert_int_equal(r.status, 200); /* liveness does not depend on the database */
+    reply_free(&r);
+    fx->repo.fail_all = USER_REPO_OK;
+}
+
+static void metrics_and_openapi_need_no_token(void **state)
+{
+    struct fixture *fx = *state;
+    char v[128];
+
+    struct reply c = create_ana(fx);
+    reply_free(&c);
+    struct reply r = call(fx, "GET", "/metrics", NULL, NULL, 0, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "userdata_http_requests_total{code=\"201\"} 1"));
+    assert_non_null(strstr(r.body, "userdata_http_request_duration_seconds_count"));
+    reply_free(&r);
+    r = call(fx, "GET", "/openapi.yaml", NULL, NULL, 0, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(header(&r, "Content-Type", v, sizeof v), "application/yaml");
+    assert_string_equal(r.body, "openapi: 3.1.0\n");
+    reply_free(&r);
+    r = call(fx, "HEAD", "/healthz", NULL, NULL, 0, NULL);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.len, 0);
+    reply_free(&r);
+}
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    log_init("test", LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(create_returns_201_location_etag_and_no_hash, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(get_one_and_404, setup, teardown),
+        cmocka_unit_test_setup_teardown(auth_401_and_403, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_bodies_400_413_415_422, setup, teardown),
+        cmocka_unit_test_setup_teardown(duplicate_is_409, setup, teardown),
+        cmocka_unit_test_setup_teardown(put_patch_if_match_412_and_etag, setup, teardown),
+        cmocka_unit_test_setup_teardown(delete_204_then_404, setup, teardown),
+        cmocka_unit_test_setup_teardown(other_methods_405_with_allow, setup, teardown),
+        cmocka_unit_test_setup_teardown(list_with_paging_and_bad_params, setup, teardown),
+        cmocka_unit_test_setup_teardown(store_down_503_with_retry_after_and_readyz, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(metrics_and_openapi_need_no_token, setup, teardown),
+    };
+    int rc = cmocka_run_group_tests_name("userdata HTTP API", tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
