@@ -1,0 +1,109 @@
+# shellcheck shell=bash
+# stack-fetch.sh: installs what the local stack needs and is missing. Sourced by
+# scripts/stack after stack-common.sh. Every step is skipped when its result is present,
+# so a warm `up` downloads nothing.
+#
+#  - Debian packages: through scripts/lib/install-deps.sh (which installs its own list
+#    plus the extra packages named here)
+#  - Kafka 3.9.0 + Connect jars and the Debezium plugin archives: Maven Central through
+#    stack/pom.xml into $STACK_CACHE/kafka-libs and $STACK_CACHE/plugin-archives; the
+#    archives are unpacked into $STACK_CACHE/connect-plugins (Connect's plugin.path)
+#  - maildev: npm registry into $STACK_CACHE/maildev
+
+# Debian packages the stack needs, by the command they provide. Only the packages of
+# missing commands are passed on: e.g. `npm` is installed only when there is no npm
+# command (NodeSource's nodejs ships its own npm, and Debian's npm package conflicts with
+# it).
+ensure_debian_tools() {
+    local missing=() c
+    for c in java:openjdk-17-jre-headless mvn:maven node:nodejs npm:npm jq:jq curl:curl \
+        kcat:kcat mariadbd:mariadb-server mariadb-install-db:mariadb-server \
+        mariadb-admin:mariadb-client mariadb:mariadb-client cmake:cmake flock:util-linux \
+        setsid:util-linux; do
+        local cmd="${c%%:*}" pkg="${c#*:}"
+        if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then
+            case " ${missing[*]} " in *" $pkg "*) ;; *) missing+=("$pkg") ;; esac
+        fi
+    done
+    if ((${#missing[@]} == 0)); then
+        return 0
+    fi
+    log "missing tools; installing ${missing[*]} through scripts/lib/install-deps.sh"
+    "$STACK_REPO/scripts/lib/install-deps.sh" "${missing[@]}"
+}
+
+# A stamp per pom content: changing a version in stack/pom.xml fetches again.
+pom_stamp() {
+    echo "$STACK_CACHE/.fetched-$(sha256sum "$STACK_REPO/stack/pom.xml" | cut -c1-16)"
+}
+
+ensure_jars() {
+    local stamp
+    stamp="$(pom_stamp)"
+    if [ -f "$stamp" ] && [ -n "$(ls "$KAFKA_LIBS"/kafka_2.13-*.jar 2>/dev/null)" ]; then
+        return 0
+    fi
+    log "fetching Kafka/Connect jars and Debezium plugins from Maven Central (stack/pom.xml)"
+    local t0=$SECONDS
+    mkdir -p "$LOG_DIR"
+    rm -rf "$KAFKA_LIBS" "$STACK_CACHE/plugin-archives" "$PLUGIN_DIR"
+    if ! mvn -B -q -f "$STACK_REPO/stack/pom.xml" -Dstack.cache="$STACK_CACHE" \
+        process-resources >"$LOG_DIR/fetch.log" 2>&1; then
+        tail -n 40 "$LOG_DIR/fetch.log" >&2
+        die "mvn could not fetch the jars (log: $LOG_DIR/fetch.log)"
+    fi
+    mkdir -p "$PLUGIN_DIR"
+    local a
+    for a in "$STACK_CACHE"/plugin-archives/*.tar.gz; do
+        tar -xzf "$a" -C "$PLUGIN_DIR" || die "cannot unpack $a"
+    done
+    touch "$stamp"
+    log "jars fetched in $((SECONDS - t0))s: $(ls "$KAFKA_LIBS" | wc -l) jars, plugins: $(ls "$PLUGIN_DIR" | tr '\n' ' ')"
+}
+
+ensure_maildev() {
+    if [ -f "$MAILDEV_DIR/node_modules/maildev/package.json" ] &&
+        grep -q "\"version\": \"$MAILDEV_VERSION\"" "$MAILDEV_DIR/node_modules/maildev/package.json"; then
+        return 0
+    fi
+    log "installing maildev $MAILDEV_VERSION from npm into $MAILDEV_DIR"
+    mkdir -p "$MAILDEV_DIR" "$LOG_DIR"
+    # 2.2.1, not 3.x: maildev 3.0.0 depends on an @zone-eu/mailsplit version that the
+    # registry does not serve (ETARGET).
+    if ! npm install --prefix "$MAILDEV_DIR" --no-save --no-package-lock --omit=dev \
+        --no-audit --no-fund "maildev@$MAILDEV_VERSION" >"$LOG_DIR/npm.log" 2>&1; then
+        tail -n 30 "$LOG_DIR/npm.log" >&2
+        die "npm install maildev failed (log: $LOG_DIR/npm.log)"
+    fi
+}
+
+ensure_userdata_bin() {
+    if [ -x "$USERDATA_BIN" ]; then
+        return 0
+    fi
+    log "building userdata: cmake -S . -B $BUILD_DIR && cmake --build $BUILD_DIR --target userdata"
+    mkdir -p "$LOG_DIR"
+    if ! { cmake -S "$STACK_REPO" -B "$BUILD_DIR" &&
+        cmake --build "$BUILD_DIR" --target userdata -j "$(nproc)"; } >"$LOG_DIR/build.log" 2>&1; then
+        tail -n 40 "$LOG_DIR/build.log" >&2
+        die "building userdata failed (log: $LOG_DIR/build.log)"
+    fi
+    [ -x "$USERDATA_BIN" ] || die "build finished but $USERDATA_BIN does not exist"
+}
+
+# push-email is optional while it is being written: a build failure is reported loudly
+# but does not stop the rest of the stack (returns 1; the caller skips push-email).
+ensure_push_email_bin() {
+    if [ -x "$PUSH_EMAIL_BIN" ]; then
+        return 0
+    fi
+    log "building push-email: cmake --build $BUILD_DIR --target push-email"
+    mkdir -p "$LOG_DIR"
+    if ! { cmake -S "$STACK_REPO" -B "$BUILD_DIR" &&
+        cmake --build "$BUILD_DIR" --target push-email -j "$(nproc)"; } >"$LOG_DIR/build-push-email.log" 2>&1 ||
+        [ ! -x "$PUSH_EMAIL_BIN" ]; then
+        tail -n 20 "$LOG_DIR/build-push-email.log" >&2
+        log "WARNING: building push-email failed (log: $LOG_DIR/build-push-email.log); push-email NOT started"
+        return 1
+    fi
+}
