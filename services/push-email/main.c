@@ -1,0 +1,291 @@
+/* push-email: composition root. Reads the configuration once, applies the delivery log's
+ * migrations, wires SMTP, the delivery log, the templates and the clock into the
+ * notifier, and runs the Kafka consumer until SIGTERM/SIGINT. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "datasources/file_templates.h"
+#include "datasources/mariadb_delivery_log.h"
+#include "datasources/smtp_sender.h"
+#include "datasources/system_notify_env.h"
+#include "entities/email_message.h"
+#include "interactors/notifier.h"
+#include "shared/config.h"
+#include "shared/db.h"
+#include "shared/health.h"
+#include "shared/log.h"
+#include "shared/metrics.h"
+#include "shared/signals.h"
+#include "transport/kafka_consumer.h"
+
+#ifndef PUSH_EMAIL_DEFAULT_SHARE_DIR
+#define PUSH_EMAIL_DEFAULT_SHARE_DIR "/usr/share/push-email"
+#endif
+#define PUSH_EMAIL_VERSION "0.1.0"
+
+/* Everything read from the environment, parsed once. Strings are owned. */
+struct settings {
+    char *brokers, *group_id, *topic, *dlq_topic;
+    char *smtp_url, *smtp_starttls, *smtp_username, *smtp_password, *smtp_ca_file;
+    bool smtp_verify;
+    long long smtp_connect_timeout_ms, smtp_timeout_ms;
+    char *from, *from_name, *message_id_domain, *default_locale;
+    char *db_host, *db_user, *db_password, *db_name;
+    uint16_t db_port;
+    long long db_connect_timeout_s, db_io_timeout_s, db_wait_s;
+    char *migrations_dir, *templates_dir;
+    char *health_addr;
+    uint16_t health_port;
+    long long retry_base_ms, retry_max_ms, session_timeout_ms;
+    char *log_level;
+};
+
+static void settings_free(struct settings *s)
+{
+    char **strs[] = {&s->brokers,        &s->group_id,      &s->topic,
+                     &s->dlq_topic,      &s->smtp_url,      &s->smtp_starttls,
+                     &s->smtp_username,  &s->smtp_password, &s->smtp_ca_file,
+                     &s->from,           &s->from_name,     &s->message_id_domain,
+                     &s->default_locale, &s->db_host,       &s->db_user,
+                     &s->db_password,    &s->db_name,       &s->migrations_dir,
+                     &s->templates_dir,  &s->health_addr,   &s->log_level};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        if (*strs[i] != NULL && (strs[i] == &s->smtp_password || strs[i] == &s->db_password))
+            memset(*strs[i], 0, strlen(*strs[i]));
+        free(*strs[i]);
+        *strs[i] = NULL;
+    }
+}
+
+static int settings_load(struct settings *s, char *err, size_t errlen)
+{
+    memset(s, 0, sizeof *s);
+    if (config_string("PUSH_EMAIL_KAFKA_BROKERS", "127.0.0.1:9092", &s->brokers, err, errlen) ||
+        config_string("PUSH_EMAIL_GROUP_ID", "push-email", &s->group_id, err, errlen) ||
+        config_string("PUSH_EMAIL_TOPIC", "cdc.info-user", &s->topic, err, errlen) ||
+        config_string("PUSH_EMAIL_DLQ_TOPIC", "cdc.info-user.dlq", &s->dlq_topic, err, errlen) ||
+        config_string("PUSH_EMAIL_SMTP_URL", "smtp://127.0.0.1:1025", &s->smtp_url, err, errlen) ||
+        config_string("PUSH_EMAIL_SMTP_STARTTLS", "opportunistic", &s->smtp_starttls, err,
+                      errlen) ||
+        config_string("PUSH_EMAIL_SMTP_USERNAME", NULL, &s->smtp_username, err, errlen) ||
+        config_string("PUSH_EMAIL_SMTP_PASSWORD", NULL, &s->smtp_password, err, errlen) ||
+        config_string("PUSH_EMAIL_SMTP_CA_FILE", NULL, &s->smtp_ca_file, err, errlen) ||
+        config_bool("PUSH_EMAIL_SMTP_VERIFY", true, &s->smtp_verify, err, errlen) ||
+        config_int("PUSH_EMAIL_SMTP_CONNECT_TIMEOUT_MS", 10000, 100, 600000,
+                   &s->smtp_connect_timeout_ms, err, errlen) ||
+        config_int("PUSH_EMAIL_SMTP_TIMEOUT_MS", 60000, 1000, 3600000, &s->smtp_timeout_ms, err,
+                   errlen) ||
+        config_string("PUSH_EMAIL_FROM", "no-reply@cdc-notify.local", &s->from, err, errlen) ||
+        config_string("PUSH_EMAIL_FROM_NAME", "cdc-notify", &s->from_name, err, errlen) ||
+        config_string("PUSH_EMAIL_MESSAGE_ID_DOMAIN", NULL, &s->message_id_domain, err, errlen) ||
+        config_string("PUSH_EMAIL_DEFAULT_LOCALE", "en", &s->default_locale, err, errlen) ||
+        config_string("PUSH_EMAIL_DB_HOST", "127.0.0.1", &s->db_host, err, errlen) ||
+        config_port("PUSH_EMAIL_DB_PORT", 3307, false, &s->db_port, err, errlen) ||
+        config_string("PUSH_EMAIL_DB_USER", "push_email", &s->db_user, err, errlen) ||
+        config_string("PUSH_EMAIL_DB_PASSWORD", "", &s->db_password, err, errlen) ||
+        config_string("PUSH_EMAIL_DB_NAME", "notifications", &s->db_name, err, errlen) ||
+        config_int("PUSH_EMAIL_DB_CONNECT_TIMEOUT_S", 2, 1, 60, &s->db_connect_timeout_s, err,
+                   errlen) ||
+        config_int("PUSH_EMAIL_DB_IO_TIMEOUT_S", 5, 1, 300, &s->db_io_timeout_s, err, errlen) ||
+        config_int("PUSH_EMAIL_DB_WAIT_S", 60, 0, 3600, &s->db_wait_s, err, errlen) ||
+        config_string("PUSH_EMAIL_MIGRATIONS_DIR", PUSH_EMAIL_DEFAULT_SHARE_DIR "/migrations",
+                      &s->migrations_dir, err, errlen) ||
+        config_string("PUSH_EMAIL_TEMPLATES_DIR", PUSH_EMAIL_DEFAULT_SHARE_DIR "/templates",
+                      &s->templates_dir, err, errlen) ||
+        config_string("PUSH_EMAIL_HEALTH_ADDR", "127.0.0.1", &s->health_addr, err, errlen) ||
+        config_port("PUSH_EMAIL_HEALTH_PORT", 8081, true, &s->health_port, err, errlen) ||
+        config_int("PUSH_EMAIL_RETRY_BASE_MS", 500, 10, 600000, &s->retry_base_ms, err, errlen) ||
+        config_int("PUSH_EMAIL_RETRY_MAX_MS", 60000, 100, 3600000, &s->retry_max_ms, err, errlen) ||
+        config_int("PUSH_EMAIL_KAFKA_SESSION_TIMEOUT_MS", 10000, 6000, 300000,
+                   &s->session_timeout_ms, err, errlen) ||
+        config_string("PUSH_EMAIL_LOG_LEVEL", "info", &s->log_level, err, errlen))
+        return -1;
+    enum log_level lvl;
+    if (!log_level_parse(s->log_level, &lvl)) {
+        snprintf(err, errlen, "PUSH_EMAIL_LOG_LEVEL: must be debug, info, warn or error");
+        return -1;
+    }
+    if (strcasecmp(s->smtp_starttls, "none") != 0 &&
+        strcasecmp(s->smtp_starttls, "opportunistic") != 0 &&
+        strcasecmp(s->smtp_starttls, "required") != 0) {
+        snprintf(err, errlen, "PUSH_EMAIL_SMTP_STARTTLS: must be none, opportunistic or required");
+        return -1;
+    }
+    if (!email_address_valid(s->from)) {
+        snprintf(err, errlen, "PUSH_EMAIL_FROM: must be an email address");
+        return -1;
+    }
+    if (s->retry_max_ms < s->retry_base_ms) {
+        snprintf(err, errlen,
+                 "PUSH_EMAIL_RETRY_MAX_MS: must not be below PUSH_EMAIL_RETRY_BASE_MS");
+        return -1;
+    }
+    return 0;
+}
+
+static struct db_config db_config_of(const struct settings *s)
+{
+    struct db_config c = {
+        .host = s->db_host,
+        .port = s->db_port,
+        .user = s->db_user,
+        .password = s->db_password,
+        .database = s->db_name,
+        .connect_timeout_s = (unsigned)s->db_connect_timeout_s,
+        .io_timeout_s = (unsigned)s->db_io_timeout_s,
+    };
+    return c;
+}
+
+/* Applies the delivery log's migrations, waiting up to db_wait_s for the database. */
+static int run_migrations(const struct settings *s)
+{
+    struct db_config c = db_config_of(s);
+    char err[512];
+
+    return db_migrations_apply_waiting(&c, s->migrations_dir, (unsigned)s->db_wait_s,
+                                       signals_stop_requested, err, sizeof err);
+}
+
+static enum notify_outcome handle_change(void *ctx, const struct user_change *c,
+                                         struct notify_report *report)
+{
+    return notifier_handle(ctx, c, report);
+}
+
+static bool ready(void *ctx, char *why, size_t whylen)
+{
+    return kafka_consumer_alive(ctx, why, whylen);
+}
+
+int main(int argc, char **argv)
+{
+    struct settings s;
+    char err[512];
+    int rc = 1;
+    enum log_level lvl = LOG_INFO;
+    struct metrics *metrics = NULL;
+    struct smtp_sender *smtp = NULL;
+    struct mariadb_delivery_log *dlog = NULL;
+    struct file_templates *templates = NULL;
+    struct system_notify_env *env = NULL;
+    struct notifier *notifier = NULL;
+    struct kafka_consumer *consumer = NULL;
+    struct health_server *health = NULL;
+
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: push-email [--version]\nConfiguration comes from PUSH_EMAIL_* "
+               "environment variables (see README.md).\n");
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+        printf("push-email %s\n", PUSH_EMAIL_VERSION);
+        return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "usage: push-email [--version]\n");
+        return 2;
+    }
+    if (settings_load(&s, err, sizeof err) != 0) {
+        fprintf(stderr, "push-email: %s\n", err);
+        settings_free(&s);
+        return 2;
+    }
+    (void)log_level_parse(s.log_level, &lvl);
+    log_init("push-email", lvl);
+    if (signals_install() != 0) {
+        fprintf(stderr, "push-email: cannot install signal handlers\n");
+        goto out;
+    }
+
+    templates = file_templates_new(s.templates_dir, err, sizeof err);
+    if (templates == NULL) {
+        fprintf(stderr, "push-email: PUSH_EMAIL_TEMPLATES_DIR: %s\n", err);
+        rc = 2;
+        goto out;
+    }
+    struct smtp_config sc = {
+        .url = s.smtp_url,
+        .starttls = strcasecmp(s.smtp_starttls, "required") == 0 ? SMTP_STARTTLS_REQUIRED
+                    : strcasecmp(s.smtp_starttls, "none") == 0   ? SMTP_STARTTLS_NONE
+                                                                 : SMTP_STARTTLS_OPPORTUNISTIC,
+        .username = s.smtp_username,
+        .password = s.smtp_password,
+        .ca_file = s.smtp_ca_file,
+        .verify = s.smtp_verify,
+        .connect_timeout_ms = (unsigned)s.smtp_connect_timeout_ms,
+        .timeout_ms = (unsigned)s.smtp_timeout_ms,
+    };
+    smtp = smtp_sender_new(&sc, err, sizeof err);
+    if (smtp == NULL) {
+        fprintf(stderr, "push-email: PUSH_EMAIL_SMTP_URL: %s\n", err);
+        rc = 2;
+        goto out;
+    }
+    const char *domain = s.message_id_domain ? s.message_id_domain : s.from;
+    env = system_notify_env_new(domain);
+    if (env == NULL) {
+        fprintf(stderr, "push-email: PUSH_EMAIL_MESSAGE_ID_DOMAIN: not a domain name\n");
+        rc = 2;
+        goto out;
+    }
+    if (run_migrations(&s) != 0)
+        goto out;
+    struct db_config dbc = db_config_of(&s);
+    dlog = mariadb_delivery_log_new(&dbc);
+    metrics = metrics_new();
+    if (dlog == NULL || metrics == NULL) {
+        log_write(LOG_ERROR, "cannot start: out of memory", NULL);
+        goto out;
+    }
+    struct notifier_config nc = {s.from, s.from_name, s.default_locale};
+    notifier = notifier_new(smtp_sender_port(smtp), mariadb_delivery_log_port(dlog),
+                            file_templates_port(templates), system_notify_env_port(env), &nc);
+    if (notifier == NULL)
+        goto out;
+
+    struct kafka_consumer_config kcfg = {
+        .brokers = s.brokers,
+        .group_id = s.group_id,
+        .topic = s.topic,
+        .dlq_topic = s.dlq_topic,
+        .retry_base_ms = (uint32_t)s.retry_base_ms,
+        .retry_max_ms = (uint32_t)s.retry_max_ms,
+        .session_timeout_ms = (uint32_t)s.session_timeout_ms,
+    };
+    consumer = kafka_consumer_new(&kcfg, handle_change, notifier, metrics, err, sizeof err);
+    if (consumer == NULL) {
+        log_write(LOG_ERROR, "cannot start the Kafka consumer", "error", err, NULL);
+        goto out;
+    }
+    health = health_server_start(s.health_addr, s.health_port, metrics, ready, consumer, err,
+                                 sizeof err);
+    if (health == NULL) {
+        log_write(LOG_ERROR, "cannot start the health server", "error", err, NULL);
+        goto out;
+    }
+    char port[8];
+    snprintf(port, sizeof port, "%u", health_server_port(health));
+    log_write(LOG_INFO, "push-email consuming", "topic", s.topic, "group", s.group_id, "brokers",
+              s.brokers, "health_port", port, "version", PUSH_EMAIL_VERSION, NULL);
+
+    kafka_consumer_run(consumer, signals_stop_requested);
+    log_write(LOG_INFO, "stopping: committing and leaving the group", NULL);
+    rc = 0;
+out:
+    health_server_stop(health);
+    kafka_consumer_free(consumer); /* commits stored offsets, closes */
+    notifier_free(notifier);
+    mariadb_delivery_log_free(dlog);
+    system_notify_env_free(env);
+    smtp_sender_free(smtp);
+    file_templates_free(templates);
+    metrics_free(metrics);
+    if (rc == 0)
+        log_write(LOG_INFO, "stopped", NULL);
+    settings_free(&s);
+    return rc;
+}

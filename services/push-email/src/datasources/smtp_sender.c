@@ -1,0 +1,323 @@
+/* smtp_sender: the mail_sender port on libcurl's SMTP client.
+ *
+ * One CURL easy handle lives as long as the sender, so libcurl keeps the SMTP connection
+ * (after EHLO, STARTTLS and AUTH) in the handle's cache and the next message goes out with
+ * MAIL FROM on the same connection. libcurl checks a cached connection before reusing it,
+ * so a connection the server closed while idle is replaced transparently. When a send on a
+ * REUSED connection fails at the socket level (the server dropped it in the very moment),
+ * the send is tried once more on a fresh connection: the message was not accepted, since
+ * a reply to the end of DATA is what accepts it.
+ *
+ * Result mapping (enum mail_result is all the interactors see):
+ *   CURLE_OK                                    -> MAIL_SENT
+ *   server reply 5xx (550 mailbox unavailable,
+ *   553 bad address, 554, 552 too big, ...)     -> MAIL_PERMANENT (DLQ: retrying will not help)
+ *   server reply 4xx (421, 450, 451, 452)       -> MAIL_TRANSIENT
+ *   530/534/535/538 and CURLE_LOGIN_DENIED
+ *   (authentication)                            -> MAIL_TRANSIENT: wrong credentials are our
+ *       configuration, the same for every recipient. Marking each email failed would
+ *       send the whole stream to the DLQ; as a transient failure the consumer pauses,
+ *       retries with backoff and alerts (metrics, logs) until an operator fixes it.
+ *   connect refused, timeouts, resolve errors,
+ *   send/recv errors, TLS errors (STARTTLS
+ *   required but missing or failing, bad cert)  -> MAIL_TRANSIENT
+ *   an address with control characters or <>   -> MAIL_PERMANENT (never reaches libcurl:
+ *       it would let a value inject SMTP commands)
+ *   anything else                               -> MAIL_TRANSIENT (nothing is lost)
+ *
+ * err gets a short reason: the server's last refusal (4xx/5xx) line when there was one (e.g.
+ * "550 5.1.1 mailbox unavailable"), else libcurl's message. The password is never
+ * logged: verbose output stays off, and we send no command text to err or the log. */
+#include "datasources/smtp_sender.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shared/log.h"
+
+#define REPLY_MAX 256
+
+struct smtp_sender {
+    CURL *curl;                                /* owned; keeps the connection */
+    char *url, *username, *password, *ca_file; /* owned copies */
+    char errbuf[CURL_ERROR_SIZE];              /* libcurl's detail of the last failure */
+    char reply[REPLY_MAX];                     /* last server reply line of this send */
+};
+
+/* The data of one send, handed to libcurl's read callback. */
+struct upload {
+    const char *p;
+    size_t left;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc;
+
+/* curl_global_init is not thread-safe in every libcurl build: it runs once. */
+static void curl_init(void)
+{
+    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static size_t read_cb(char *buf, size_t size, size_t nitems, void *arg)
+{
+    struct upload *u = arg;
+    size_t n = size * nitems;
+
+    if (n > u->left) {
+        n = u->left;
+    }
+    memcpy(buf, u->p, n);
+    u->p += n;
+    u->left -= n;
+    return n;
+}
+
+/* libcurl passes every SMTP reply line to the header callback: keep the last one. */
+static size_t header_cb(char *buf, size_t size, size_t nitems, void *arg)
+{
+    struct smtp_sender *s = arg;
+    size_t n = size * nitems;
+    size_t keep = n;
+
+    while (keep > 0 && (buf[keep - 1] == '\r' || buf[keep - 1] == '\n')) {
+        keep--;
+    }
+    if (keep >= sizeof s->reply) {
+        keep = sizeof s->reply - 1;
+    }
+    /* Only refusals (4xx, 5xx): after one, libcurl says QUIT and the "221 Bye" that
+     * follows must not hide the reason. */
+    if (keep >= 3 && (buf[0] == '4' || buf[0] == '5') && buf[1] >= '0' && buf[1] <= '9' &&
+        buf[2] >= '0' && buf[2] <= '9') {
+        memcpy(s->reply, buf, keep);
+        s->reply[keep] = '\0';
+        for (size_t i = 0; i < keep; i++) {
+            if ((unsigned char)s->reply[i] < 0x20 || s->reply[i] == 0x7f) {
+                s->reply[i] = ' ';
+            }
+        }
+    }
+    return n;
+}
+
+/* An address we hand to libcurl: no control characters (CR/LF would inject commands),
+ * no angle brackets, not longer than SMTP allows. Empty only when allow_empty. */
+static int address_ok(const char *a, int allow_empty)
+{
+    size_t n = 0;
+
+    for (const unsigned char *p = (const unsigned char *)a; *p != '\0'; p++, n++) {
+        if (*p < 0x20 || *p == 0x7f || *p == '<' || *p == '>') {
+            return 0;
+        }
+    }
+    return (n > 0 || allow_empty) && n <= 254;
+}
+
+static int is_auth_reply(long code)
+{
+    return code == 530 || code == 534 || code == 535 || code == 538;
+}
+
+static int is_socket_error(CURLcode rc)
+{
+    return rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING;
+}
+
+static enum mail_result map_result(CURLcode rc, long code)
+{
+    if (rc == CURLE_OK) {
+        return MAIL_SENT;
+    }
+    if (rc == CURLE_LOGIN_DENIED || is_auth_reply(code)) {
+        return MAIL_TRANSIENT;
+    }
+    if (code >= 500 && code <= 599) {
+        return MAIL_PERMANENT;
+    }
+    return MAIL_TRANSIENT; /* 4xx, network, TLS, timeouts, anything unknown */
+}
+
+/* One SMTP transaction. *reused = it ran on a cached connection. */
+static CURLcode perform(struct smtp_sender *s, const char *from, const char *to, const char *data,
+                        size_t len, long *code, int *reused)
+{
+    struct curl_slist *rcpt = NULL;
+    struct upload up = {data, len};
+    char from_arg[300], to_arg[300];
+    long connects = 0;
+    CURLcode rc;
+
+    *code = 0;
+    *reused = 0;
+    s->errbuf[0] = '\0';
+    s->reply[0] = '\0';
+    snprintf(from_arg, sizeof from_arg, "<%s>", from);
+    snprintf(to_arg, sizeof to_arg, "<%s>", to);
+    rcpt = curl_slist_append(NULL, to_arg);
+    if (rcpt == NULL) {
+        rc = CURLE_OUT_OF_MEMORY;
+        goto out;
+    }
+    curl_easy_setopt(s->curl, CURLOPT_MAIL_FROM, from_arg);
+    curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, rcpt);
+    curl_easy_setopt(s->curl, CURLOPT_READDATA, &up);
+    curl_easy_setopt(s->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
+    rc = curl_easy_perform(s->curl);
+    curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, code);
+    curl_easy_getinfo(s->curl, CURLINFO_NUM_CONNECTS, &connects);
+    *reused = connects == 0;
+out:
+    /* The handle must not keep pointers into this frame. */
+    curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, (struct curl_slist *)NULL);
+    curl_easy_setopt(s->curl, CURLOPT_READDATA, (void *)NULL);
+    curl_slist_free_all(rcpt);
+    return rc;
+}
+
+static enum mail_result smtp_send(void *self, const char *from, const char *to, const char *data,
+                                  size_t len, char *err, size_t errlen)
+{
+    struct smtp_sender *s = self;
+    enum mail_result res;
+    long code = 0;
+    int reused = 0;
+    CURLcode rc;
+
+    if (!address_ok(to, 0) || !address_ok(from, 1)) {
+        snprintf(err, errlen, "invalid %s address", address_ok(to, 0) ? "sender" : "recipient");
+        return MAIL_PERMANENT;
+    }
+    rc = perform(s, from, to, data, len, &code, &reused);
+    if (rc != CURLE_OK && reused && code == 0 && is_socket_error(rc)) {
+        log_write(LOG_INFO, "smtp connection lost; retrying on a new one", "error",
+                  curl_easy_strerror(rc), NULL);
+        rc = perform(s, from, to, data, len, &code, &reused);
+    }
+    res = map_result(rc, code);
+    if (res != MAIL_SENT) {
+        if (s->reply[0] != '\0' && code >= 400) {
+            snprintf(err, errlen, "%s", s->reply);
+        } else {
+            snprintf(err, errlen, "%s%s%s", curl_easy_strerror(rc), s->errbuf[0] ? ": " : "",
+                     s->errbuf);
+        }
+    }
+    return res;
+}
+
+static const struct mail_sender_ops smtp_sender_ops = {.send = smtp_send};
+
+static char *dup_opt(const char *s)
+{
+    return s != NULL && s[0] != '\0' ? strdup(s) : NULL;
+}
+
+/* Checks one setopt; fills err naming the option. */
+static int opt_ok(CURLcode rc, const char *name, char *err, size_t errlen)
+{
+    if (rc != CURLE_OK) {
+        snprintf(err, errlen, "smtp option %s: %s", name, curl_easy_strerror(rc));
+        return 0;
+    }
+    return 1;
+}
+
+#define SETOPT(opt, val) opt_ok(curl_easy_setopt(s->curl, opt, val), #opt, err, errlen)
+
+/* Caller frees the result with smtp_sender_free. */
+struct smtp_sender *smtp_sender_new(const struct smtp_config *cfg, char *err, size_t errlen)
+{
+    struct smtp_sender *s = NULL;
+    long use_ssl = CURLUSESSL_NONE;
+    long connect_ms = cfg->connect_timeout_ms > 0 ? (long)cfg->connect_timeout_ms : 10000;
+    long total_ms = cfg->timeout_ms > 0 ? (long)cfg->timeout_ms : 60000;
+
+    pthread_once(&curl_once, curl_init);
+    if (curl_init_rc != CURLE_OK) {
+        snprintf(err, errlen, "curl_global_init: %s", curl_easy_strerror(curl_init_rc));
+        goto fail;
+    }
+    if (cfg->url == NULL ||
+        (strncmp(cfg->url, "smtp://", 7) != 0 && strncmp(cfg->url, "smtps://", 8) != 0)) {
+        snprintf(err, errlen, "smtp url must start with smtp:// or smtps://");
+        goto fail;
+    }
+    s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    s->url = strdup(cfg->url);
+    s->username = dup_opt(cfg->username);
+    s->password = dup_opt(cfg->password);
+    s->ca_file = dup_opt(cfg->ca_file);
+    s->curl = curl_easy_init();
+    if (s->url == NULL || s->curl == NULL || (cfg->username && cfg->username[0] && !s->username) ||
+        (cfg->password && cfg->password[0] && !s->password) ||
+        (cfg->ca_file && cfg->ca_file[0] && !s->ca_file)) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    switch (cfg->starttls) {
+    case SMTP_STARTTLS_NONE:
+        use_ssl = CURLUSESSL_NONE;
+        break;
+    case SMTP_STARTTLS_OPPORTUNISTIC:
+        use_ssl = CURLUSESSL_TRY;
+        break;
+    case SMTP_STARTTLS_REQUIRED:
+        use_ssl = CURLUSESSL_ALL;
+        break;
+    }
+    if (!SETOPT(CURLOPT_URL, s->url) || !SETOPT(CURLOPT_ERRORBUFFER, s->errbuf) ||
+        !SETOPT(CURLOPT_NOSIGNAL, 1L) || !SETOPT(CURLOPT_UPLOAD, 1L) ||
+        !SETOPT(CURLOPT_READFUNCTION, read_cb) || !SETOPT(CURLOPT_HEADERFUNCTION, header_cb) ||
+        !SETOPT(CURLOPT_HEADERDATA, s) || !SETOPT(CURLOPT_USE_SSL, use_ssl) ||
+        !SETOPT(CURLOPT_CONNECTTIMEOUT_MS, connect_ms) || !SETOPT(CURLOPT_TIMEOUT_MS, total_ms) ||
+        !SETOPT(CURLOPT_SSL_VERIFYPEER, cfg->verify ? 1L : 0L) ||
+        !SETOPT(CURLOPT_SSL_VERIFYHOST, cfg->verify ? 2L : 0L) ||
+        !SETOPT(CURLOPT_TCP_KEEPALIVE, 1L)) {
+        goto fail;
+    }
+    if (s->ca_file != NULL && !SETOPT(CURLOPT_CAINFO, s->ca_file)) {
+        goto fail;
+    }
+    if (s->username != NULL && (!SETOPT(CURLOPT_USERNAME, s->username) ||
+                                !SETOPT(CURLOPT_PASSWORD, s->password ? s->password : ""))) {
+        goto fail;
+    }
+    return s;
+fail:
+    smtp_sender_free(s);
+    return NULL;
+}
+
+/* Closes the connection (libcurl says QUIT) and frees s (NULL is fine). */
+void smtp_sender_free(struct smtp_sender *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    if (s->curl != NULL) {
+        curl_easy_cleanup(s->curl);
+    }
+    if (s->password != NULL) {
+        explicit_bzero(s->password, strlen(s->password));
+    }
+    free(s->ca_file);
+    free(s->password);
+    free(s->username);
+    free(s->url);
+    free(s);
+}
+
+struct mail_sender smtp_sender_port(struct smtp_sender *s)
+{
+    struct mail_sender port = {.ops = &smtp_sender_ops, .self = s};
+    return port;
+}

@@ -1,0 +1,39 @@
+/* smtp_sender: the mail_sender port on libcurl's SMTP client, one connection kept open
+ * across messages. */
+#ifndef PUSH_EMAIL_DATASOURCES_SMTP_SENDER_H
+#define PUSH_EMAIL_DATASOURCES_SMTP_SENDER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "repositories/mail_sender.h"
+
+enum smtp_starttls {
+    SMTP_STARTTLS_NONE,          /* plain SMTP (a local sink) */
+    SMTP_STARTTLS_OPPORTUNISTIC, /* STARTTLS when the server offers it, else plain */
+    SMTP_STARTTLS_REQUIRED,      /* no STARTTLS: nothing is sent (TRANSIENT) */
+};
+
+struct smtp_config {
+    const char *url;             /* "smtp://127.0.0.1:1025" or "smtps://host:465" (TLS at once) */
+    enum smtp_starttls starttls; /* for smtp:// URLs */
+    const char *username;        /* NULL/empty: no AUTH */
+    const char *password;        /* never logged */
+    const char *ca_file;         /* NULL/empty: the system's CA store */
+    bool verify;                 /* verify the server's certificate and name */
+    unsigned connect_timeout_ms; /* 0: 10 s */
+    unsigned timeout_ms;         /* a whole send, connect included; 0: 60 s */
+};
+
+struct smtp_sender;
+
+/* Makes a sender; no connection is opened until the first send. The config strings are
+ * copied. NULL with err filled on failure (libcurl init, out of memory, bad option).
+ * Free with smtp_sender_free (closes the connection: QUIT). */
+struct smtp_sender *smtp_sender_new(const struct smtp_config *cfg, char *err, size_t errlen);
+void smtp_sender_free(struct smtp_sender *s);
+
+/* The port, valid while s lives. Not thread-safe: one sender per thread. */
+struct mail_sender smtp_sender_port(struct smtp_sender *s);
+
+#endif

@@ -1,0 +1,341 @@
+/* notifier: turns one user change into sent emails, at most once per person.
+ *
+ * For each email a change deserves: the delivery log is asked first (sent or finally
+ * failed before: skip), then the email is rendered from the locale's templates, sent, and
+ * its outcome recorded. A transient failure stops the event: the caller retries it later,
+ * and the emails already sent are then skipped by the log. The one window left is a crash
+ * between the SMTP server accepting a message and the log recording it: the email is then
+ * sent again on retry, with the same Message-ID, which lets mail systems drop the copy. */
+#include "interactors/notifier.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "entities/email_message.h"
+#include "entities/notification.h"
+#include "entities/template.h"
+#include "interactors/notify_rules.h"
+
+struct notifier {
+    /* Scratch for the emails of the change in hand (about 140 KiB): allocated once, as a
+     * fresh allocation per event costs an mmap, page faults and a munmap. One notifier
+     * serves one thread. */
+    struct notification *notes;
+    struct mail_sender sender;
+    struct delivery_log log;
+    struct template_store templates;
+    struct notify_env env;
+    struct notifier_config cfg;
+};
+
+struct notifier *notifier_new(struct mail_sender sender, struct delivery_log log,
+                              struct template_store templates, struct notify_env env,
+                              const struct notifier_config *cfg)
+{
+    struct notifier *n = calloc(1, sizeof *n);
+
+    if (n == NULL)
+        return NULL;
+    n->notes = calloc(NOTIFY_MAX_PER_CHANGE, sizeof *n->notes);
+    if (n->notes == NULL) {
+        free(n);
+        return NULL;
+    }
+    n->sender = sender;
+    n->log = log;
+    n->templates = templates;
+    n->env = env;
+    n->cfg = *cfg;
+    if (n->cfg.default_locale == NULL)
+        n->cfg.default_locale = "en";
+    return n;
+}
+
+void notifier_free(struct notifier *n)
+{
+    if (n == NULL)
+        return;
+    free(n->notes);
+    free(n);
+}
+
+/* The locales to try for a person's locale, best first: as given, canonical case
+ * (pt-br -> pt-BR), the language alone (pt), then the default. */
+static size_t locale_candidates(const char *locale, const char *def, char out[4][40])
+{
+    size_t n = 0;
+    char canon[40];
+    size_t len = strlen(locale);
+
+    if (len > 0 && len < sizeof canon) {
+        snprintf(out[n++], 40, "%s", locale);
+        size_t part = 0, start = 0;
+        for (size_t i = 0; i <= len; i++) {
+            if (locale[i] != '-' && locale[i] != '\0')
+                continue;
+            size_t plen = i - start;
+            for (size_t k = start; k < i; k++) {
+                char ch = locale[k];
+                bool upper = part > 0 && plen == 2;
+                bool title = part > 0 && plen == 4 && k == start;
+                if ((upper || title) && ch >= 'a' && ch <= 'z')
+                    ch = (char)(ch - 'a' + 'A');
+                else if (!upper && !title && ch >= 'A' && ch <= 'Z')
+                    ch = (char)(ch - 'A' + 'a');
+                canon[k] = ch;
+            }
+            canon[i] = locale[i];
+            part++;
+            start = i + 1;
+        }
+        if (strcmp(canon, out[0]) != 0)
+            snprintf(out[n++], 40, "%s", canon);
+        size_t lang = strcspn(canon, "-");
+        if (lang < len)
+            snprintf(out[n++], 40, "%.*s", (int)lang, canon);
+    }
+    snprintf(out[n++], 40, "%s", def);
+    return n;
+}
+
+/* The locale whose templates exist for kind; NULL when not even the default has them. */
+static const char *pick_locale(struct notifier *n, const char *locale, const char *kind,
+                               char cands[4][40])
+{
+    char name[64];
+    size_t nc = locale_candidates(locale, n->cfg.default_locale, cands);
+
+    snprintf(name, sizeof name, "%s.subject", kind);
+    for (size_t i = 0; i < nc; i++) {
+        if (n->templates.ops->get(n->templates.self, cands[i], name) != NULL)
+            return cands[i];
+    }
+    return NULL;
+}
+
+/* What the templates of one notification can refer to. */
+struct render_ctx {
+    const struct notification *note;
+    const char *labels; /* the locale's "fields" file: name=Label lines */
+    char label_buf[UF_COUNT][96];
+    char not_set[96]; /* how the locale says "no value" */
+    const char *old_email;
+    const char *new_email;
+};
+
+/* The label of key in the locale's "fields" file into buf; the key itself when absent. */
+static const char *label(const char *labels, const char *key, char *buf, size_t buflen)
+{
+    size_t klen = strlen(key);
+
+    snprintf(buf, buflen, "%s", key);
+    for (const char *p = labels; p != NULL && *p;) {
+        if (strncmp(p, key, klen) == 0 && p[klen] == '=') {
+            size_t vlen = strcspn(p + klen + 1, "\r\n");
+            snprintf(buf, buflen, "%.*s", (int)vlen, p + klen + 1);
+            break;
+        }
+        p = strchr(p, '\n');
+        if (p != NULL)
+            p++;
+    }
+    return buf;
+}
+
+static const char *var_get(void *ctx, const char *name)
+{
+    struct render_ctx *rc = ctx;
+    const struct user_image *u = &rc->note->user;
+
+    if (strcmp(name, "username") == 0)
+        return u->username;
+    if (strcmp(name, "full_name") == 0)
+        return u->full_name[0] ? u->full_name : u->username;
+    if (strcmp(name, "email") == 0)
+        return rc->note->recipient;
+    if (strcmp(name, "old_email") == 0)
+        return rc->old_email;
+    if (strcmp(name, "new_email") == 0)
+        return rc->new_email;
+    if (strcmp(name, "app_name") == 0)
+        return "cdc-notify";
+    return NULL;
+}
+
+static size_t var_count(void *ctx, const char *section)
+{
+    struct render_ctx *rc = ctx;
+    return strcmp(section, "changes") == 0 ? rc->note->n_changes : 0;
+}
+
+static const char *var_item(void *ctx, const char *section, size_t i, const char *name)
+{
+    struct render_ctx *rc = ctx;
+    const struct field_change *fc;
+
+    if (strcmp(section, "changes") != 0 || i >= rc->note->n_changes)
+        return NULL;
+    fc = &rc->note->changes[i];
+    if (strcmp(name, "label") == 0)
+        return label(rc->labels, user_field_name(fc->field), rc->label_buf[fc->field],
+                     sizeof rc->label_buf[fc->field]);
+    if (strcmp(name, "field") == 0)
+        return user_field_name(fc->field);
+    if (strcmp(name, "old") == 0)
+        return fc->old_value[0] ? fc->old_value : rc->not_set;
+    if (strcmp(name, "new") == 0)
+        return fc->new_value[0] ? fc->new_value : rc->not_set;
+    return NULL;
+}
+
+/* Renders and writes one notification as an RFC 5322 message into *data (malloc'd;
+ * caller frees). Returns 0, or -1 with reason. */
+static int compose(struct notifier *n, const struct notification *note, const struct user_change *c,
+                   char **data, size_t *len, char *reason, size_t reason_len)
+{
+    const char *kind = notification_kind_name(note->kind);
+    char cands[4][40];
+    char name[64], err[128], message_id[160];
+    char *parts[3] = {NULL, NULL, NULL};
+    static const char *const suffix[3] = {"subject", "txt", "html"};
+    static const enum template_escape esc[3] = {TEMPLATE_HEADER, TEMPLATE_TEXT, TEMPLATE_HTML};
+    struct render_ctx rc;
+    int rc_out = -1;
+
+    const char *locale = pick_locale(n, note->locale, kind, cands);
+    if (locale == NULL) {
+        snprintf(reason, reason_len, "no %s template for locale %s nor %s", kind, note->locale,
+                 n->cfg.default_locale);
+        return -1;
+    }
+    memset(&rc, 0, sizeof rc);
+    rc.note = note;
+    rc.labels = n->templates.ops->get(n->templates.self, locale, "fields");
+    (void)label(rc.labels, "not_set", rc.not_set, sizeof rc.not_set);
+    if (strcmp(rc.not_set, "not_set") == 0)
+        snprintf(rc.not_set, sizeof rc.not_set, "-");
+    rc.old_email = c->has_before ? c->before.email : "";
+    rc.new_email = c->has_after ? c->after.email : "";
+    struct template_vars vars = {var_get, var_count, var_item, &rc};
+
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "%s.%s", kind, suffix[i]);
+        const char *tmpl = n->templates.ops->get(n->templates.self, locale, name);
+        if (tmpl == NULL) {
+            snprintf(reason, reason_len, "template %s/%s is missing", locale, name);
+            goto out;
+        }
+        if (template_render(tmpl, esc[i], &vars, &parts[i], err, sizeof err) != 0) {
+            snprintf(reason, reason_len, "template %.40s/%.40s: %.60s", locale, name, err);
+            goto out;
+        }
+    }
+    n->env.ops->message_id(n->env.self, note->dedupe_key, message_id, sizeof message_id);
+    struct email_message m = {
+        .from_name = n->cfg.from_name,
+        .from_addr = n->cfg.from_addr,
+        .to_addr = note->recipient,
+        .subject = parts[0],
+        .text_body = parts[1],
+        .html_body = parts[2],
+        .message_id = message_id,
+        .date_s = n->env.ops->now_s(n->env.self),
+    };
+    if (email_message_write(&m, data, len) != 0) {
+        snprintf(reason, reason_len, "cannot write the message (invalid address or no memory)");
+        goto out;
+    }
+    rc_out = 0;
+out:
+    for (size_t i = 0; i < 3; i++)
+        free(parts[i]);
+    return rc_out;
+}
+
+enum notify_outcome notifier_handle(struct notifier *n, const struct user_change *c,
+                                    struct notify_report *report)
+{
+    struct notification *notes = n->notes;
+    enum notify_outcome outcome = NOTIFY_DONE;
+    char err[256];
+
+    memset(report, 0, sizeof *report);
+    size_t count = notify_rules(c, notes);
+
+    for (size_t i = 0; i < count; i++) {
+        const struct notification *note = &notes[i];
+        const char *kind = notification_kind_name(note->kind);
+        enum delivery_state state;
+        char *data = NULL;
+        size_t len = 0;
+
+        if (n->log.ops->begin(n->log.self, note->dedupe_key, kind, note->recipient, &state) !=
+            DELIVERY_LOG_OK) {
+            report->transient++;
+            snprintf(report->reason, sizeof report->reason, "delivery log unavailable");
+            outcome = NOTIFY_RETRY;
+            goto out;
+        }
+        if (state == DELIVERY_SENT) {
+            report->deduped++;
+            continue;
+        }
+        if (state == DELIVERY_FAILED) {
+            /* Failed for good on an earlier delivery of this event, which may have been
+             * retried before reaching the DLQ: send it there again (at least once). */
+            report->failed++;
+            snprintf(report->reason, sizeof report->reason,
+                     "%s: failed permanently on an earlier attempt", kind);
+            if (outcome == NOTIFY_DONE)
+                outcome = NOTIFY_FAILED;
+            continue;
+        }
+        if (!email_address_valid(note->recipient)) {
+            snprintf(err, sizeof err, "%s: recipient address is not deliverable", kind);
+            goto permanent;
+        }
+        if (compose(n, note, c, &data, &len, err, sizeof err) != 0) {
+            /* A missing or broken template is our configuration, not the person's: wait
+             * for it to be fixed rather than drop the email. */
+            report->transient++;
+            snprintf(report->reason, sizeof report->reason, "%s", err);
+            outcome = NOTIFY_RETRY;
+            goto out;
+        }
+        enum mail_result r = n->sender.ops->send(n->sender.self, n->cfg.from_addr, note->recipient,
+                                                 data, len, err, sizeof err);
+        free(data);
+        if (r == MAIL_SENT) {
+            if (n->log.ops->mark_sent(n->log.self, note->dedupe_key) != DELIVERY_LOG_OK) {
+                report->sent++;
+                snprintf(report->reason, sizeof report->reason,
+                         "sent, but the delivery log could not record it");
+                outcome = NOTIFY_RETRY;
+                goto out;
+            }
+            report->sent++;
+            continue;
+        }
+        if (r == MAIL_TRANSIENT) {
+            (void)n->log.ops->record_attempt(n->log.self, note->dedupe_key, err);
+            report->transient++;
+            snprintf(report->reason, sizeof report->reason, "%s: %.200s", kind, err);
+            outcome = NOTIFY_RETRY;
+            goto out;
+        }
+    permanent:
+        if (n->log.ops->mark_failed(n->log.self, note->dedupe_key, err) != DELIVERY_LOG_OK) {
+            report->transient++;
+            snprintf(report->reason, sizeof report->reason, "delivery log unavailable");
+            outcome = NOTIFY_RETRY;
+            goto out;
+        }
+        report->failed++;
+        snprintf(report->reason, sizeof report->reason, "%s", err);
+        outcome = NOTIFY_FAILED;
+    }
+out:
+    return outcome;
+}

@@ -1,0 +1,43 @@
+/* notifier: turns one user change into sent emails, at most once per person. */
+#ifndef PUSH_EMAIL_INTERACTORS_NOTIFIER_H
+#define PUSH_EMAIL_INTERACTORS_NOTIFIER_H
+
+#include <stddef.h>
+
+#include "entities/user_change.h"
+#include "repositories/delivery_log.h"
+#include "repositories/mail_sender.h"
+#include "repositories/notify_env.h"
+#include "repositories/template_store.h"
+
+struct notifier_config {
+    const char *from_addr;      /* envelope and header From */
+    const char *from_name;      /* display name, may be NULL */
+    const char *default_locale; /* "en": used when a locale has no template */
+};
+
+enum notify_outcome {
+    NOTIFY_DONE = 0, /* every email is sent, deduped or finally failed: store the offset */
+    NOTIFY_FAILED,   /* done, but some email finally failed: DLQ the event with report.reason,
+                        then store the offset */
+    NOTIFY_RETRY,    /* a transient failure (SMTP or delivery log): nothing is lost; try the
+                        same event again later, emails already sent will be deduped */
+};
+
+struct notify_report {
+    unsigned sent, deduped, failed, transient;
+    char reason[256];
+};
+
+struct notifier;
+
+/* Ports and config are copied (the strings must outlive the notifier). NULL on OOM. */
+struct notifier *notifier_new(struct mail_sender sender, struct delivery_log log,
+                              struct template_store templates, struct notify_env env,
+                              const struct notifier_config *cfg);
+void notifier_free(struct notifier *n);
+
+enum notify_outcome notifier_handle(struct notifier *n, const struct user_change *c,
+                                    struct notify_report *report);
+
+#endif

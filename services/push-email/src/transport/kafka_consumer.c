@@ -1,0 +1,553 @@
+/* kafka_consumer: reads cdc.info-user with librdkafka and hands each event to a handler,
+ * storing its offset only once the handler is done with it.
+ *
+ * Offsets: enable.auto.offset.store=false; an event's offset + 1 is stored after its
+ * emails are sent, deduped or finally failed (and, when needed, after its DLQ copy is
+ * acknowledged by the brokers); auto commit then commits what is stored, and close
+ * commits the rest. A crash re-delivers at most the events after the last commit; the
+ * delivery log makes those send nothing twice.
+ *
+ * Retry: a transient failure pauses the event's partition and seeks it back to the event
+ * (the seek purges anything prefetched after it), so nothing behind it overtakes it; the
+ * partition resumes after an exponential backoff with jitter, and polling (heartbeats,
+ * other partitions) goes on meanwhile. */
+#include "transport/kafka_consumer.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "interactors/retry_policy.h"
+#include "shared/log.h"
+#include "shared/metrics.h"
+#include "transport/debezium_envelope.h"
+
+#define MAX_PARTITIONS  1024
+#define SEEK_TIMEOUT_MS 5000
+#define DLQ_FLUSH_MS    10000
+#define ALIVE_AFTER_S   30
+
+/* Retry state of one partition of the topic. */
+struct partition_state {
+    bool paused;
+    int64_t want_offset; /* while recovering: the offset that must come next, else -1 */
+    int64_t resume_at_ms;
+    unsigned attempt;
+};
+
+struct kafka_consumer {
+    rd_kafka_t *rk;  /* consumer */
+    rd_kafka_t *dlq; /* producer */
+    char *topic;
+    char *dlq_topic;
+    uint32_t retry_base_ms;
+    uint32_t retry_max_ms;
+    kafka_event_handler handler;
+    void *handler_ctx;
+    struct partition_state parts[MAX_PARTITIONS];
+    atomic_llong last_poll_s;
+    /* DLQ delivery report of the message in flight */
+    volatile int dlq_done;
+    rd_kafka_resp_err_t dlq_err;
+    struct metric_counter *m_events_done, *m_events_failed, *m_events_malformed,
+        *m_events_tombstone, *m_events_retry;
+    struct metric_counter *m_sent, *m_deduped, *m_failed, *m_retries, *m_dlq;
+    struct metric_gauge *m_lag, *m_paused;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint32_t random_u32(void)
+{
+    static _Thread_local unsigned seed;
+    if (seed == 0)
+        seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)&seed;
+    return (uint32_t)rand_r(&seed) << 16 ^ (uint32_t)rand_r(&seed);
+}
+
+static struct partition_state *part(struct kafka_consumer *kc, int32_t p)
+{
+    return p >= 0 && p < MAX_PARTITIONS ? &kc->parts[p] : NULL;
+}
+
+static void reset_partitions(struct kafka_consumer *kc, const rd_kafka_topic_partition_list_t *list)
+{
+    for (int i = 0; list != NULL && i < list->cnt; i++) {
+        struct partition_state *ps = part(kc, list->elems[i].partition);
+        if (ps != NULL) {
+            if (ps->paused)
+                metric_gauge_add(kc->m_paused, -1);
+            memset(ps, 0, sizeof *ps);
+            ps->want_offset = -1;
+        }
+    }
+}
+
+/* Cooperative-sticky when configured (incremental), eager otherwise. */
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *partitions, void *opaque)
+{
+    struct kafka_consumer *kc = opaque;
+    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t ret = RD_KAFKA_RESP_ERR_NO_ERROR;
+    char n[16];
+
+    snprintf(n, sizeof n, "%d", partitions->cnt);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        reset_partitions(kc, partitions);
+        log_write(LOG_INFO, "partitions assigned", "count", n, "protocol",
+                  rd_kafka_rebalance_protocol(rk), NULL);
+        if (cooperative)
+            error = rd_kafka_incremental_assign(rk, partitions);
+        else
+            ret = rd_kafka_assign(rk, partitions);
+    } else {
+        log_write(LOG_INFO, "partitions revoked", "count", n, NULL);
+        /* Commit what is done before another member takes these partitions over. */
+        (void)rd_kafka_commit(rk, NULL, 0);
+        reset_partitions(kc, partitions);
+        if (cooperative)
+            error = rd_kafka_incremental_unassign(rk, partitions);
+        else
+            ret = rd_kafka_assign(rk, NULL);
+    }
+    if (error != NULL) {
+        log_write(LOG_ERROR, "rebalance failed", "error", rd_kafka_error_string(error), NULL);
+        rd_kafka_error_destroy(error);
+    } else if (ret != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        log_write(LOG_ERROR, "rebalance failed", "error", rd_kafka_err2str(ret), NULL);
+    }
+}
+
+static void on_dlq_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    struct kafka_consumer *kc = opaque;
+    (void)rk;
+    (void)m;
+    kc->dlq_err = m->err;
+    kc->dlq_done = 1;
+}
+
+/* Consumer lag from librdkafka's statistics: the sum over assigned partitions. */
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    struct kafka_consumer *kc = opaque;
+    (void)rk;
+    (void)len;
+    const char *topics = strstr(json, "\"topics\"");
+    long long lag = 0;
+    /* Each partition object has "consumer_lag":N (-1 when unknown). A scan is enough. */
+    for (const char *p = topics; p != NULL && (p = strstr(p, "\"consumer_lag\":")) != NULL;) {
+        p += strlen("\"consumer_lag\":");
+        long long v = strtoll(p, NULL, 10);
+        if (v > 0)
+            lag += v;
+    }
+    metric_gauge_set(kc->m_lag, lag);
+    return 0; /* librdkafka frees json */
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    log_write(level <= 3   ? LOG_ERROR
+              : level <= 4 ? LOG_WARN
+                           : LOG_INFO,
+              "librdkafka", "facility", fac, "detail", buf, NULL);
+}
+
+static int set_conf(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
+                    size_t errlen)
+{
+    char err[256];
+    if (rd_kafka_conf_set(conf, key, value, err, sizeof err) != RD_KAFKA_CONF_OK) {
+        snprintf(errstr, errlen, "kafka setting %s: %s", key, err);
+        return -1;
+    }
+    return 0;
+}
+
+static int set_extra(rd_kafka_conf_t *conf, const char *const *extra, char *errstr, size_t errlen)
+{
+    char key[128];
+    for (const char *const *e = extra; e != NULL && *e != NULL; e++) {
+        const char *eq = strchr(*e, '=');
+        if (eq == NULL || (size_t)(eq - *e) >= sizeof key) {
+            snprintf(errstr, errlen, "kafka setting '%s': expected key=value", *e);
+            return -1;
+        }
+        snprintf(key, sizeof key, "%.*s", (int)(eq - *e), *e);
+        if (set_conf(conf, key, eq + 1, errstr, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void register_metrics(struct kafka_consumer *kc, struct metrics *m)
+{
+    if (m == NULL)
+        return;
+    const char *ev = "push_email_events_total";
+    const char *evh = "Events read from the topic, by how they ended";
+    kc->m_events_done = metrics_counter(m, ev, evh, "result=\"done\"");
+    kc->m_events_failed = metrics_counter(m, ev, evh, "result=\"failed\"");
+    kc->m_events_malformed = metrics_counter(m, ev, evh, "result=\"malformed\"");
+    kc->m_events_tombstone = metrics_counter(m, ev, evh, "result=\"tombstone\"");
+    kc->m_events_retry = metrics_counter(m, ev, evh, "result=\"retry\"");
+    kc->m_sent =
+        metrics_counter(m, "push_email_emails_sent_total", "Emails accepted by SMTP", NULL);
+    kc->m_deduped = metrics_counter(m, "push_email_emails_deduped_total",
+                                    "Emails skipped because the delivery log had them", NULL);
+    kc->m_failed = metrics_counter(m, "push_email_emails_failed_total",
+                                   "Emails that failed permanently", NULL);
+    kc->m_retries = metrics_counter(m, "push_email_retries_total",
+                                    "Transient failures that paused a partition", NULL);
+    kc->m_dlq = metrics_counter(m, "push_email_dlq_total", "Events written to the DLQ", NULL);
+    kc->m_lag = metrics_gauge(m, "push_email_consumer_lag",
+                              "Messages behind the end of the assigned partitions", NULL);
+    kc->m_paused = metrics_gauge(m, "push_email_paused_partitions",
+                                 "Partitions paused waiting to retry", NULL);
+}
+
+struct kafka_consumer *kafka_consumer_new(const struct kafka_consumer_config *cfg,
+                                          kafka_event_handler handler, void *handler_ctx,
+                                          struct metrics *metrics, char *errstr, size_t errlen)
+{
+    struct kafka_consumer *kc = calloc(1, sizeof *kc);
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_conf_t *pconf = NULL;
+    rd_kafka_topic_partition_list_t *sub = NULL;
+    char err[512];
+
+    if (kc == NULL) {
+        snprintf(errstr, errlen, "out of memory");
+        return NULL;
+    }
+    kc->topic = strdup(cfg->topic);
+    kc->dlq_topic = strdup(cfg->dlq_topic);
+    kc->retry_base_ms = cfg->retry_base_ms ? cfg->retry_base_ms : 500;
+    kc->retry_max_ms = cfg->retry_max_ms ? cfg->retry_max_ms : 60000;
+    kc->handler = handler;
+    kc->handler_ctx = handler_ctx;
+    for (size_t i = 0; i < MAX_PARTITIONS; i++)
+        kc->parts[i].want_offset = -1;
+    atomic_store(&kc->last_poll_s, (long long)time(NULL));
+    register_metrics(kc, metrics);
+    if (kc->topic == NULL || kc->dlq_topic == NULL) {
+        snprintf(errstr, errlen, "out of memory");
+        goto fail;
+    }
+
+    char session_ms[16], heartbeat_ms[16];
+    uint32_t session = cfg->session_timeout_ms ? cfg->session_timeout_ms : 10000;
+    snprintf(session_ms, sizeof session_ms, "%u", session);
+    snprintf(heartbeat_ms, sizeof heartbeat_ms, "%u", session / 3 ? session / 3 : 1);
+    conf = rd_kafka_conf_new();
+    if (set_conf(conf, "bootstrap.servers", cfg->brokers, errstr, errlen) ||
+        set_conf(conf, "group.id", cfg->group_id, errstr, errlen) ||
+        set_conf(conf, "client.id", cfg->client_id ? cfg->client_id : "push-email", errstr,
+                 errlen) ||
+        set_conf(conf, "enable.auto.offset.store", "false", errstr, errlen) ||
+        set_conf(conf, "enable.auto.commit", "true", errstr, errlen) ||
+        set_conf(conf, "auto.commit.interval.ms", "1000", errstr, errlen) ||
+        set_conf(conf, "auto.offset.reset", "earliest", errstr, errlen) ||
+        set_conf(conf, "partition.assignment.strategy", "cooperative-sticky", errstr, errlen) ||
+        set_conf(conf, "statistics.interval.ms", "5000", errstr, errlen) ||
+        set_conf(conf, "session.timeout.ms", session_ms, errstr, errlen) ||
+        set_conf(conf, "heartbeat.interval.ms", heartbeat_ms, errstr, errlen) ||
+        set_extra(conf, cfg->extra, errstr, errlen))
+        goto fail;
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_stats_cb(conf, on_stats);
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_opaque(conf, kc);
+
+    pconf = rd_kafka_conf_new();
+    if (set_conf(pconf, "bootstrap.servers", cfg->brokers, errstr, errlen) ||
+        set_conf(pconf, "client.id", "push-email-dlq", errstr, errlen) ||
+        set_conf(pconf, "enable.idempotence", "true", errstr, errlen) ||
+        set_conf(pconf, "acks", "all", errstr, errlen) ||
+        set_conf(pconf, "linger.ms", "0", errstr, errlen) ||
+        set_extra(pconf, cfg->extra, errstr, errlen))
+        goto fail;
+    rd_kafka_conf_set_dr_msg_cb(pconf, on_dlq_delivery);
+    rd_kafka_conf_set_log_cb(pconf, on_log);
+    rd_kafka_conf_set_opaque(pconf, kc);
+
+    kc->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (kc->rk == NULL) {
+        snprintf(errstr, errlen, "kafka consumer: %s", err);
+        goto fail;
+    }
+    conf = NULL; /* rd_kafka_new() took ownership of conf */
+    kc->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, err, sizeof err);
+    if (kc->dlq == NULL) {
+        snprintf(errstr, errlen, "kafka DLQ producer: %s", err);
+        goto fail;
+    }
+    pconf = NULL; /* likewise */
+    rd_kafka_poll_set_consumer(kc->rk);
+
+    sub = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(sub, kc->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(kc->rk, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(errstr, errlen, "kafka subscribe %s: %s", kc->topic, rd_kafka_err2str(e));
+        goto fail;
+    }
+    return kc;
+fail:
+    if (conf != NULL)
+        rd_kafka_conf_destroy(conf);
+    if (pconf != NULL)
+        rd_kafka_conf_destroy(pconf);
+    if (kc->rk != NULL)
+        rd_kafka_destroy(kc->rk);
+    if (kc->dlq != NULL)
+        rd_kafka_destroy(kc->dlq);
+    free(kc->topic);
+    free(kc->dlq_topic);
+    free(kc);
+    return NULL;
+}
+
+static void store_offset(struct kafka_consumer *kc, const rd_kafka_message_t *m)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt), m->partition)->offset =
+        m->offset + 1;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_store(kc->rk, l);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        log_write(LOG_WARN, "offset not stored (partition revoked?)", "error", rd_kafka_err2str(e),
+                  NULL);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Writes a copy of m to the DLQ with the reason and its origin in headers, and waits for
+ * the brokers to acknowledge it. Returns 0 once it is safely there. */
+static int send_to_dlq(struct kafka_consumer *kc, const rd_kafka_message_t *m, const char *reason)
+{
+    char partition[16], offset[24];
+    const char *origin_topic = rd_kafka_topic_name(m->rkt);
+
+    snprintf(partition, sizeof partition, "%d", m->partition);
+    snprintf(offset, sizeof offset, "%lld", (long long)m->offset);
+    kc->dlq_done = 0;
+    kc->dlq_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    /* The array form of produce: the RD_KAFKA_V_* macros are GNU statement expressions. */
+    rd_kafka_vu_t vu[9];
+    memset(vu, 0, sizeof vu);
+    vu[0].vtype = RD_KAFKA_VTYPE_TOPIC;
+    vu[0].u.cstr = kc->dlq_topic;
+    vu[1].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+    vu[1].u.i = RD_KAFKA_MSG_F_COPY;
+    vu[2].vtype = RD_KAFKA_VTYPE_KEY;
+    vu[2].u.mem.ptr = m->key;
+    vu[2].u.mem.size = m->key_len;
+    vu[3].vtype = RD_KAFKA_VTYPE_VALUE;
+    vu[3].u.mem.ptr = m->payload;
+    vu[3].u.mem.size = m->len;
+    const char *const names[5] = {"dlq.reason", "dlq.origin.topic", "dlq.origin.partition",
+                                  "dlq.origin.offset", "dlq.service"};
+    const char *const values[5] = {reason, origin_topic, partition, offset, "push-email"};
+    for (size_t i = 0; i < 5; i++) {
+        vu[4 + i].vtype = RD_KAFKA_VTYPE_HEADER;
+        vu[4 + i].u.header.name = names[i];
+        vu[4 + i].u.header.val = values[i];
+        vu[4 + i].u.header.size = -1;
+    }
+    rd_kafka_error_t *error = rd_kafka_produceva(kc->dlq, vu, sizeof vu / sizeof vu[0]);
+    if (error != NULL) {
+        log_write(LOG_ERROR, "DLQ produce failed", "error", rd_kafka_error_string(error), NULL);
+        rd_kafka_error_destroy(error);
+        return -1;
+    }
+    rd_kafka_flush(kc->dlq, DLQ_FLUSH_MS);
+    if (!kc->dlq_done || kc->dlq_err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        log_write(LOG_ERROR, "DLQ delivery not confirmed", "error",
+                  kc->dlq_done ? rd_kafka_err2str(kc->dlq_err) : "timed out", NULL);
+        return -1;
+    }
+    metric_counter_add(kc->m_dlq, 1);
+    log_write(LOG_WARN, "event sent to the DLQ", "reason", reason, "partition", partition, "offset",
+              offset, NULL);
+    return 0;
+}
+
+/* Pauses m's partition and seeks it back to m, to be retried after a backoff. */
+static void retry_later(struct kafka_consumer *kc, const rd_kafka_message_t *m, const char *reason)
+{
+    struct partition_state *ps = part(kc, m->partition);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    char delay_s[16], offset[24];
+
+    rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt), m->partition)->offset =
+        m->offset;
+    rd_kafka_resp_err_t e = rd_kafka_pause_partitions(kc->rk, l);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        log_write(LOG_ERROR, "pause failed", "error", rd_kafka_err2str(e), NULL);
+    rd_kafka_error_t *err = rd_kafka_seek_partitions(kc->rk, l, SEEK_TIMEOUT_MS);
+    if (err != NULL) {
+        log_write(LOG_ERROR, "seek failed", "error", rd_kafka_error_string(err), NULL);
+        rd_kafka_error_destroy(err);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+
+    uint32_t delay =
+        retry_delay_ms(ps ? ps->attempt : 0, kc->retry_base_ms, kc->retry_max_ms, random_u32());
+    if (ps != NULL) {
+        if (!ps->paused)
+            metric_gauge_add(kc->m_paused, 1);
+        ps->paused = true;
+        ps->want_offset = m->offset;
+        ps->resume_at_ms = now_ms() + delay;
+        ps->attempt++;
+    }
+    metric_counter_add(kc->m_retries, 1);
+    snprintf(delay_s, sizeof delay_s, "%.1f", delay / 1000.0);
+    snprintf(offset, sizeof offset, "%lld", (long long)m->offset);
+    log_write(LOG_WARN, "transient failure: partition paused", "reason", reason, "retry_in_s",
+              delay_s, "offset", offset, NULL);
+}
+
+static void resume_due(struct kafka_consumer *kc)
+{
+    int64_t now = now_ms();
+    for (int32_t p = 0; p < MAX_PARTITIONS; p++) {
+        struct partition_state *ps = &kc->parts[p];
+        if (!ps->paused || ps->resume_at_ms > now)
+            continue;
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, kc->topic, p);
+        rd_kafka_resp_err_t e = rd_kafka_resume_partitions(kc->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            log_write(LOG_ERROR, "resume failed", "error", rd_kafka_err2str(e), NULL);
+            continue;
+        }
+        ps->paused = false; /* want_offset stays until the retried event arrives */
+        metric_gauge_add(kc->m_paused, -1);
+    }
+}
+
+static void handle(struct kafka_consumer *kc, const rd_kafka_message_t *m)
+{
+    struct user_change *c = NULL;
+    struct notify_report rep;
+    char reason[256];
+    struct partition_state *ps = part(kc, m->partition);
+
+    if (ps != NULL && ps->want_offset >= 0) {
+        if (ps->paused || m->offset != ps->want_offset)
+            return; /* prefetched before the seek: it will come again in order */
+        ps->want_offset = -1;
+    }
+    if (m->payload == NULL || m->len == 0) {
+        metric_counter_add(kc->m_events_tombstone, 1);
+        goto done;
+    }
+    c = malloc(sizeof *c);
+    if (c == NULL) {
+        retry_later(kc, m, "out of memory");
+        return;
+    }
+    enum envelope_result er = debezium_envelope_parse(m->payload, m->len, c, reason, sizeof reason);
+    if (er == ENVELOPE_TOMBSTONE) {
+        metric_counter_add(kc->m_events_tombstone, 1);
+        goto done;
+    }
+    if (er == ENVELOPE_MALFORMED) {
+        char why[300];
+        snprintf(why, sizeof why, "malformed event: %s", reason);
+        if (send_to_dlq(kc, m, why) != 0) {
+            retry_later(kc, m, "DLQ unavailable");
+            goto out;
+        }
+        metric_counter_add(kc->m_events_malformed, 1);
+        goto done;
+    }
+
+    enum notify_outcome o = kc->handler(kc->handler_ctx, c, &rep);
+    metric_counter_add(kc->m_sent, rep.sent);
+    metric_counter_add(kc->m_deduped, rep.deduped);
+    if (o == NOTIFY_RETRY) {
+        metric_counter_add(kc->m_events_retry, 1);
+        retry_later(kc, m, rep.reason);
+        goto out;
+    }
+    if (o == NOTIFY_FAILED) {
+        if (send_to_dlq(kc, m, rep.reason) != 0) {
+            retry_later(kc, m, "DLQ unavailable");
+            goto out;
+        }
+        metric_counter_add(kc->m_failed, rep.failed);
+        metric_counter_add(kc->m_events_failed, 1);
+        goto done;
+    }
+    metric_counter_add(kc->m_events_done, 1);
+done:
+    if (ps != NULL)
+        ps->attempt = 0;
+    store_offset(kc, m);
+out:
+    free(c);
+}
+
+void kafka_consumer_poll_once(struct kafka_consumer *kc, int timeout_ms)
+{
+    atomic_store(&kc->last_poll_s, (long long)time(NULL));
+    resume_due(kc);
+    rd_kafka_poll(kc->dlq, 0);
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(kc->rk, timeout_ms);
+    if (m == NULL)
+        return;
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        handle(kc, m);
+    } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        log_write(LOG_WARN, "consumer error", "error", rd_kafka_message_errstr(m), NULL);
+    }
+    rd_kafka_message_destroy(m);
+}
+
+int kafka_consumer_run(struct kafka_consumer *kc, bool (*stop)(void))
+{
+    while (!stop())
+        kafka_consumer_poll_once(kc, 200);
+    return 0;
+}
+
+bool kafka_consumer_alive(const struct kafka_consumer *kc, char *why, size_t whylen)
+{
+    long long last = atomic_load(&((struct kafka_consumer *)kc)->last_poll_s);
+    if ((long long)time(NULL) - last > ALIVE_AFTER_S) {
+        snprintf(why, whylen, "the consumer loop has not polled for %lld s",
+                 (long long)time(NULL) - last);
+        return false;
+    }
+    return true;
+}
+
+void kafka_consumer_free(struct kafka_consumer *kc)
+{
+    if (kc == NULL)
+        return;
+    rd_kafka_resp_err_t e = rd_kafka_consumer_close(kc->rk); /* commits stored offsets */
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        log_write(LOG_WARN, "consumer close", "error", rd_kafka_err2str(e), NULL);
+    rd_kafka_destroy(kc->rk);
+    rd_kafka_flush(kc->dlq, DLQ_FLUSH_MS);
+    rd_kafka_destroy(kc->dlq);
+    free(kc->topic);
+    free(kc->dlq_topic);
+    free(kc);
+}

@@ -1,0 +1,58 @@
+/* kafka_consumer: reads cdc.info-user with librdkafka and hands each event to a handler,
+ * storing its offset only once the handler is done with it (at least once from Kafka).
+ * Malformed events and finally failed ones go to the DLQ topic; transient failures pause
+ * the partition and retry the same event with backoff while polling goes on. */
+#ifndef PUSH_EMAIL_TRANSPORT_KAFKA_CONSUMER_H
+#define PUSH_EMAIL_TRANSPORT_KAFKA_CONSUMER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "interactors/notifier.h"
+
+struct metrics;
+
+/* What the consumer calls per parsed event; the notifier in production. */
+typedef enum notify_outcome (*kafka_event_handler)(void *ctx, const struct user_change *c,
+                                                   struct notify_report *report);
+
+struct kafka_consumer_config {
+    const char *brokers;   /* "127.0.0.1:9092" */
+    const char *group_id;  /* "push-email" */
+    const char *topic;     /* "cdc.info-user" */
+    const char *dlq_topic; /* "cdc.info-user.dlq" */
+    const char *client_id; /* may be NULL */
+    uint32_t retry_base_ms;
+    uint32_t retry_max_ms;
+    /* How long the group waits for a member that stopped heartbeating (a crashed one)
+     * before its partitions move: Kafka's default is 45 s. 0: 10 s. */
+    uint32_t session_timeout_ms;
+    /* Extra librdkafka properties as "key=value" strings (NULL-terminated list, may be
+     * NULL): security settings, test.mock.num.brokers, ... Applied last. */
+    const char *const *extra;
+};
+
+struct kafka_consumer;
+
+/* Creates the consumer and the DLQ producer and subscribes. handler and metrics (may be
+ * NULL) must outlive the consumer. NULL with errstr filled on failure. */
+struct kafka_consumer *kafka_consumer_new(const struct kafka_consumer_config *cfg,
+                                          kafka_event_handler handler, void *handler_ctx,
+                                          struct metrics *metrics, char *errstr, size_t errlen);
+
+/* Polls and handles events until stop() returns true (checked between events, so the
+ * event in hand is always finished). Returns 0. */
+int kafka_consumer_run(struct kafka_consumer *kc, bool (*stop)(void));
+
+/* Handles at most one event or wakeup, waiting up to timeout_ms: for tests and for
+ * callers with their own loop. */
+void kafka_consumer_poll_once(struct kafka_consumer *kc, int timeout_ms);
+
+/* True when the consumer polled recently (its loop is alive). Thread-safe. */
+bool kafka_consumer_alive(const struct kafka_consumer *kc, char *why, size_t whylen);
+
+/* Commits the stored offsets, leaves the group, flushes the DLQ producer and frees. */
+void kafka_consumer_free(struct kafka_consumer *kc);
+
+#endif

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""e2e_notifications: REST change through userdata -> MariaDB -> Debezium -> Kafka ->
+push-email -> SMTP -> maildev, for every rule of DESIGN.md section 6.
+
+Each case empties maildev, makes its REST calls, waits (bounded) for the exact number of
+emails it expects, watches a few seconds more for extras, then checks recipients,
+subjects (per locale), multipart text+HTML, content, HTML escaping, and that no password
+or hash appears anywhere in an email. A full_name with CR/LF must be refused (422) and
+send nothing.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2elib import (Checks, Maildev, PushEmail, Userdata, all_recipients, load_env, log,  # noqa: E402
+                    message_id, recipients, summarize, unique)
+
+ARRIVAL_S = 90
+APP = "cdc-notify"
+
+env = load_env()
+api = Userdata(env)
+mail = Maildev(env)
+t = Checks("e2e_notifications")
+PushEmail(env).ensure_running()
+secrets = []  # every password used: none may appear in an email
+
+
+def new_user(name, locale, full_name, password):
+    secrets.append(password)
+    st, body = api.create(username=name, email=f"{name}@example.org", password=password,
+                          full_name=full_name, locale=locale)
+    t.eq(st, 201, f"POST {locale} user {name}: status")
+    if st != 201:
+        print(f"             body: {body}")
+    return body if st == 201 else {}
+
+
+def patch(uid, what, **fields):
+    st, body = api.patch(uid, **fields)
+    t.eq(st, 200, f"PATCH {what}: status")
+    if st != 200:
+        print(f"             body: {body}")
+    return body
+
+
+def common(em, what):
+    """Checks every email must pass."""
+    ctype = (em.get("headers") or {}).get("content-type", "")
+    t.check(ctype.startswith("multipart/alternative"),
+            f"{what}: Content-Type multipart/alternative (got {ctype!r})")
+    t.check(bool((em.get("text") or "").strip()), f"{what}: has a text/plain part")
+    t.check(bool((em.get("html") or "").strip()), f"{what}: has a text/html part")
+    t.check(bool(message_id(em)), f"{what}: has a Message-ID")
+    t.check(bool((em.get("headers") or {}).get("date")), f"{what}: has a Date")
+    src = mail.source(em["id"])
+    blobs = [em.get("subject") or "", em.get("text") or "", em.get("html") or "", src]
+    leaked = [s for s in secrets if any(s in b for b in blobs)]
+    t.check(not leaked, f"{what}: no password in subject/text/html/source (leaked: {leaked})")
+    t.check(not any(("$argon2" in b or "password_hash" in b) for b in blobs),
+            f"{what}: no password hash ($argon2 / password_hash) in the email")
+
+
+def run_case(name, action, expect):
+    """expect: list of (recipient, subject). Returns {recipient: email}."""
+    log(f"--- case {name}")
+    mail.clear()
+    action()
+    ems = mail.wait_count(len(expect), ARRIVAL_S, f"{name}: {len(expect)} email(s)")
+    if not t.eq(len(ems), len(expect), f"{name}: number of emails"):
+        for line in summarize(ems):
+            print(f"             got: {line}")
+    got = sorted((tuple(all_recipients(e)), e.get("subject")) for e in ems)
+    want = sorted(((rcpt.lower(),), subj) for rcpt, subj in expect)
+    t.eq(got, want, f"{name}: (recipients incl. cc/bcc/envelope, subject)")
+    by_rcpt = {}
+    for e in ems:
+        common(e, f"{name} -> {recipients(e)}")
+        for r in recipients(e):
+            by_rcpt[r] = e
+    return by_rcpt
+
+
+def has(t_, hay, needle, what):
+    return t_.check(needle in (hay or ""), f"{what}: contains {needle!r}")
+
+
+# ---------------------------------------------------------------- en user lifecycle
+n1 = unique("ada")
+addr1, addr2 = f"{n1}@example.org", f"{n1}-new@example.org"
+u1 = {}
+PW1, PW2 = "correct horse battery staple one", "another long passphrase two"
+secrets.append(PW2)
+
+got = run_case("create", lambda: u1.update(new_user(n1, "en", "Ada Lovelace", PW1)),
+               [(addr1, f"Welcome to {APP}, Ada Lovelace")])
+e = got.get(addr1, {})
+has(t, e.get("text"), "Hello Ada Lovelace", "welcome text")
+has(t, e.get("text"), n1, "welcome text (username)")
+has(t, e.get("html"), "Ada Lovelace", "welcome html")
+uid = u1.get("id", "missing")
+
+got = run_case("update full_name", lambda: patch(uid, "full_name", full_name="Ada King"),
+               [(addr1, f"Your {APP} profile was updated")])
+e = got.get(addr1, {})
+txt = e.get("text") or ""
+has(t, txt, "Full name\r\n  Before: Ada Lovelace\r\n  Now: Ada King", "profile text")
+t.eq(txt.count("Before:"), 1, "profile text lists exactly one changed field")
+has(t, e.get("html"), "Ada Lovelace", "profile html (old)")
+has(t, e.get("html"), "Ada King", "profile html (new)")
+
+got = run_case("email change", lambda: patch(uid, "email", email=addr2),
+               [(addr1, f"Security notice: the email address of your {APP} account was changed"),
+                (addr2, f"This is now the email address of your {APP} account")])
+for a in (addr1, addr2):
+    e = got.get(a, {})
+    has(t, e.get("text"), f"Before: {addr1}", f"email change text to {a}")
+    has(t, e.get("text"), f"Now: {addr2}", f"email change text to {a}")
+
+got = run_case("password change", lambda: patch(uid, "password", password=PW2),
+               [(addr2, f"Your {APP} password was changed")])
+t.check("Before:" not in (got.get(addr2, {}).get("text") or ""),
+        "password email lists no field change (password_changed_at is never listed)")
+
+got = run_case("no visible change", lambda: patch(uid, "same full_name", full_name="Ada King"),
+               [])
+
+got = run_case("delete", lambda: t.eq(api.delete(uid)[0], 204, "DELETE: status"),
+               [(addr2, f"Your {APP} account was deleted")])
+has(t, got.get(addr2, {}).get("text"), "Ada King", "deleted text")
+
+# ---------------------------------------------------------------- locales
+npt, nes = unique("joao"), unique("inigo")
+upt, ues = {}, {}
+
+
+def create_locales():
+    upt.update(new_user(npt, "pt-BR", "João Ninguém", "senha muito longa e secreta"))
+    ues.update(new_user(nes, "es", "Íñigo Pérez", "contraseña muy larga y secreta"))
+
+
+got = run_case("create pt-BR + es", create_locales,
+               [(f"{npt}@example.org", f"Boas-vindas ao {APP}, João Ninguém"),
+                (f"{nes}@example.org", f"Te damos la bienvenida a {APP}, Íñigo Pérez")])
+got = run_case("update pt-BR + es", lambda: (
+    patch(upt.get("id", "missing"), "pt-BR full_name", full_name="João Alguém"),
+    patch(ues.get("id", "missing"), "es full_name", full_name="Íñigo López")),
+    [(f"{npt}@example.org", f"Seu perfil no {APP} foi atualizado"),
+     (f"{nes}@example.org", f"Se actualizó tu perfil de {APP}")])
+has(t, got.get(f"{npt}@example.org", {}).get("text"), "João Alguém", "pt-BR profile text")
+has(t, got.get(f"{nes}@example.org", {}).get("text"), "Íñigo López", "es profile text")
+
+# ---------------------------------------------------------------- HTML escaping
+nx = unique("html")
+ux = {}
+HOSTILE = '<b>x</b> & "q"'
+got = run_case("html escaping", lambda: ux.update(new_user(nx, "en", HOSTILE, "hostile pass phrase")),
+               [(f"{nx}@example.org", f"Welcome to {APP}, {HOSTILE}")])
+e = got.get(f"{nx}@example.org", {})
+has(t, e.get("html"), "&lt;b&gt;x&lt;/b&gt; &amp; &quot;q&quot;", "welcome html (escaped name)")
+t.check("<b>x</b>" not in (e.get("html") or ""), "welcome html: raw <b>x</b> absent")
+has(t, e.get("text"), HOSTILE, "welcome text (plain, unescaped)")
+
+# ---------------------------------------------------------------- header injection
+INJ = "x\r\nBcc: evil@example.org"
+
+
+def injection():
+    ni = unique("inj")
+    st, body = api.create(username=ni, email=f"{ni}@example.org", password="injection pass phrase",
+                          full_name=INJ, locale="en")
+    t.eq(st, 422, "POST full_name with CR/LF Bcc: status")
+    t.check("full_name" in str(body), f"POST 422 names full_name ({str(body)[:160]})")
+    st, body = api.patch(ux.get("id", "missing"), full_name=INJ)
+    t.eq(st, 422, "PATCH full_name with CR/LF Bcc: status")
+    st, body = api.patch(ux.get("id", "missing"), full_name="y\nBcc: evil@example.org")
+    t.eq(st, 422, "PATCH full_name with LF Bcc: status")
+    st, body = api.call("GET", "/" + ux.get("id", "missing"))
+    t.eq((body or {}).get("full_name") if isinstance(body, dict) else body, HOSTILE,
+         "full_name unchanged after refused PATCHes")
+
+
+got = run_case("header injection refused", injection, [])
+t.check(not any("evil@example.org" in r for r in got), "no email to evil@example.org")
+
+t.finish()

@@ -1,0 +1,103 @@
+#!/usr/bin/python3
+"""A tiny SMTP server for push-email's SMTP adapter tests (aiosmtpd, Debian python3-aiosmtpd).
+
+Saves every accepted message (after dot-unstuffing) to DIR/msg-<n>.eml with DIR/msg-<n>.meta
+(peer port, envelope sender, recipients, authenticated login), appends the client port of
+each new connection to DIR/connections (again after STARTTLS: count distinct ports), and
+writes DIR/ready once it listens. Options make it offer
+STARTTLS (and require it), require AUTH for one fixed user, and answer 550 or 451 to given
+recipients. Stops on SIGTERM.
+"""
+import argparse
+import os
+import signal
+import ssl
+import threading
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--require-tls", action="store_true")
+    ap.add_argument("--auth", help="user:password required before MAIL")
+    ap.add_argument("--reject550", action="append", default=[])
+    ap.add_argument("--reject451", action="append", default=[])
+    args = ap.parse_args()
+
+    lock = threading.Lock()
+    counter = {"msg": 0}
+
+    class Handler:
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if address in args.reject550:
+                return "550 5.1.1 <%s>: mailbox unavailable" % address
+            if address in args.reject451:
+                return "451 4.3.0 <%s>: try again later" % address
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server, session, envelope):
+            with lock:
+                counter["msg"] += 1
+                n = counter["msg"]
+            base = os.path.join(args.dir, "msg-%d" % n)
+            with open(base + ".eml.tmp", "wb") as f:
+                f.write(envelope.original_content)
+            login = getattr(session, "auth_data", None) or b""
+            login = login.decode() if isinstance(login, bytes) else str(login)
+            with open(base + ".meta", "w") as f:
+                f.write("peer_port=%d\nfrom=%s\nto=%s\nlogin=%s\ntls=%d\n" % (
+                    session.peer[1], envelope.mail_from, ",".join(envelope.rcpt_tos), login,
+                    1 if session.ssl else 0))
+            os.rename(base + ".eml.tmp", base + ".eml")
+            return "250 2.0.0 Message accepted for delivery"
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        if not args.auth or not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user, _, password = args.auth.partition(":")
+        ok = auth_data.login.decode() == user and auth_data.password.decode() == password
+        return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
+
+    tls_context = None
+    if args.tls_cert:
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.load_cert_chain(args.tls_cert, args.tls_key)
+
+    class CountingSMTP(SMTP):
+        def connection_made(self, transport):
+            with open(os.path.join(args.dir, "connections"), "a") as f:
+                peer = transport.get_extra_info("peername")
+                f.write("%s\n" % (peer[1] if peer else "?"))
+            super().connection_made(transport)
+
+    class CountingController(Controller):
+        def factory(self):
+            return CountingSMTP(self.handler, **self.SMTP_kwargs)
+
+    kwargs = dict(authenticator=authenticator, auth_required=bool(args.auth),
+                  auth_require_tls=bool(args.tls_cert))
+    if tls_context is not None:
+        kwargs.update(tls_context=tls_context, require_starttls=args.require_tls)
+    ctl = CountingController(Handler(), hostname="127.0.0.1", port=args.port, **kwargs)
+    ctl.start()
+    with open(os.path.join(args.dir, "ready.tmp"), "w") as f:
+        f.write("%d\n" % os.getpid())
+    os.rename(os.path.join(args.dir, "ready.tmp"), os.path.join(args.dir, "ready"))
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(0.2):
+        pass
+    ctl.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,478 @@
+/* Integration tests of smtp_sender against a real SMTP server (aiosmtpd, smtp_server.py):
+ * plain and STARTTLS+AUTH delivery byte for byte, the mapping of 535/550/451/refused/timeout
+ * to mail_result, one TCP connection for many messages, and reconnection after the server
+ * restarts. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "datasources/smtp_sender.h"
+#include "pe_test_util.h"
+
+#ifndef SMTP_SERVER_PY
+#error "SMTP_SERVER_PY must be defined by the build"
+#endif
+#ifndef PYTHON3_WITH_AIOSMTPD
+#define PYTHON3_WITH_AIOSMTPD "/usr/bin/python3"
+#endif
+
+#define USER     "pe-test"
+#define PASSWORD "s3cret-pw"
+
+struct server {
+    pid_t pid;
+    unsigned short port;
+    char dir[PATH_MAX / 2 + 32];
+    char log[PATH_MAX + 16];
+};
+
+static char workdir[PATH_MAX / 2];
+static char cert[PATH_MAX + 16], key[PATH_MAX + 16];
+
+/* A message with CRLF ends, a line that starts with '.' (dot-stuffing) and UTF-8. */
+static const char message[] = "From: push-email <noreply@example.org>\r\n"
+                              "To: <alice@example.org>\r\n"
+                              "Subject: =?UTF-8?B?T2zDoQ==?=\r\n"
+                              "Message-ID: <abc@example.org>\r\n"
+                              "MIME-Version: 1.0\r\n"
+                              "Content-Type: text/plain; charset=UTF-8\r\n"
+                              "\r\n"
+                              "Olá, Alice.\r\n"
+                              ".a line that starts with a dot\r\n"
+                              "..two dots\r\n"
+                              "last line\r\n";
+
+enum srv_flags { SRV_TLS = 1, SRV_AUTH = 2 };
+
+static int server_start_on(struct server *s, unsigned short port, int flags)
+{
+    char portarg[16];
+    char *argv[24];
+    int n = 0;
+    char ready[PATH_MAX + 16];
+
+    s->port = port;
+    snprintf(portarg, sizeof portarg, "%u", (unsigned)port);
+    snprintf(ready, sizeof ready, "%s/ready", s->dir);
+    unlink(ready);
+    argv[n++] = PYTHON3_WITH_AIOSMTPD;
+    argv[n++] = SMTP_SERVER_PY;
+    argv[n++] = "--port";
+    argv[n++] = portarg;
+    argv[n++] = "--dir";
+    argv[n++] = s->dir;
+    if (flags & SRV_TLS) {
+        argv[n++] = "--tls-cert";
+        argv[n++] = cert;
+        argv[n++] = "--tls-key";
+        argv[n++] = key;
+        argv[n++] = "--require-tls";
+    }
+    if (flags & SRV_AUTH) {
+        argv[n++] = "--auth";
+        argv[n++] = USER ":" PASSWORD;
+    }
+    argv[n++] = "--reject550";
+    argv[n++] = "nobody@example.org";
+    argv[n++] = "--reject451";
+    argv[n++] = "busy@example.org";
+    argv[n] = NULL;
+    s->pid = pe_spawn(argv, s->log);
+    if (s->pid < 0 || pe_wait_file(ready, 15000) != 0) {
+        size_t len;
+        char *log = pe_read_file(s->log, &len);
+        fprintf(stderr, "smtp_server.py did not start; its log:\n%s\n", log ? log : "(none)");
+        free(log);
+        pe_stop(s->pid);
+        return -1;
+    }
+    return 0;
+}
+
+static int server_start(struct server *s, int flags)
+{
+    static int seq;
+
+    memset(s, 0, sizeof *s);
+    snprintf(s->dir, sizeof s->dir, "%s/srv%d", workdir, ++seq);
+    snprintf(s->log, sizeof s->log, "%s.log", s->dir);
+    if (mkdir(s->dir, 0755) != 0) {
+        return -1;
+    }
+    return server_start_on(s, pe_free_port(), flags);
+}
+
+/* TCP connections the server saw: distinct client ports in its connections file (aiosmtpd
+ * reports a connection again after STARTTLS, on the same port). */
+static size_t connections(const struct server *s)
+{
+    char path[PATH_MAX + 32];
+    long ports[256];
+    size_t n = 0;
+    char *text, *line, *save = NULL;
+
+    snprintf(path, sizeof path, "%s/connections", s->dir);
+    text = pe_read_file(path, NULL);
+    if (text == NULL) {
+        return 0;
+    }
+    for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+        long port = strtol(line, NULL, 10);
+        size_t i = 0;
+        while (i < n && ports[i] != port) {
+            i++;
+        }
+        if (i == n && n < sizeof ports / sizeof ports[0]) {
+            ports[n++] = port;
+        }
+    }
+    free(text);
+    return n;
+}
+
+static char *saved(const struct server *s, int n, const char *ext, size_t *len)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/msg-%d.%s", s->dir, n, ext);
+    if (pe_wait_file(path, 3000) != 0) {
+        return NULL;
+    }
+    return pe_read_file(path, len);
+}
+
+static struct smtp_sender *sender_for(const struct server *s, enum smtp_starttls tls,
+                                      const char *user, const char *password)
+{
+    char url[64], err[256] = "";
+    struct smtp_config cfg = {
+        .url = url,
+        .starttls = tls,
+        .username = user,
+        .password = password,
+        .ca_file = cert,
+        .verify = true,
+        .connect_timeout_ms = 2000,
+        .timeout_ms = 5000,
+    };
+    struct smtp_sender *snd;
+
+    snprintf(url, sizeof url, "smtp://127.0.0.1:%u", (unsigned)s->port);
+    snd = smtp_sender_new(&cfg, err, sizeof err);
+    if (snd == NULL) {
+        fail_msg("smtp_sender_new: %s", err);
+    }
+    return snd;
+}
+
+static enum mail_result send_to(struct smtp_sender *snd, const char *to, char *err, size_t errlen)
+{
+    struct mail_sender port = smtp_sender_port(snd);
+    err[0] = '\0';
+    return port.ops->send(port.self, "noreply@example.org", to, message, sizeof message - 1, err,
+                          errlen);
+}
+
+static int group_setup(void **state)
+{
+    char *argv[24];
+    int n = 0;
+    char cwd[PATH_MAX / 4];
+    char log[PATH_MAX + 16];
+    (void)state;
+
+    if (getcwd(cwd, sizeof cwd) == NULL) {
+        return -1;
+    }
+    snprintf(workdir, sizeof workdir, "%s/smtp-test-XXXXXX", cwd);
+    if (mkdtemp(workdir) == NULL) {
+        perror("mkdtemp");
+        return -1;
+    }
+    snprintf(cert, sizeof cert, "%s/cert.pem", workdir);
+    snprintf(key, sizeof key, "%s/key.pem", workdir);
+    snprintf(log, sizeof log, "%s/openssl.log", workdir);
+    argv[n++] = "openssl";
+    argv[n++] = "req";
+    argv[n++] = "-x509";
+    argv[n++] = "-newkey";
+    argv[n++] = "rsa:2048";
+    argv[n++] = "-nodes";
+    argv[n++] = "-keyout";
+    argv[n++] = key;
+    argv[n++] = "-out";
+    argv[n++] = cert;
+    argv[n++] = "-days";
+    argv[n++] = "1";
+    argv[n++] = "-subj";
+    argv[n++] = "/CN=localhost";
+    argv[n++] = "-addext";
+    argv[n++] = "subjectAltName=DNS:localhost,IP:127.0.0.1";
+    argv[n] = NULL;
+    if (pe_run(argv, log) != 0) {
+        fprintf(stderr, "openssl could not make a test certificate (see %s)\n", log);
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    char *argv[] = {"rm", "-rf", workdir, NULL};
+    (void)state;
+    return pe_run(argv, NULL) == 0 ? 0 : -1;
+}
+
+static void test_plain_send_arrives_byte_exact(void **state)
+{
+    struct server s;
+    struct smtp_sender *snd;
+    char err[256];
+    size_t len = 0;
+    char *got, *meta;
+    (void)state;
+
+    assert_int_equal(server_start(&s, 0), 0);
+    snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
+    assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_SENT);
+    got = saved(&s, 1, "eml", &len);
+    meta = saved(&s, 1, "meta", NULL);
+    assert_non_null(got);
+    assert_non_null(meta);
+    assert_int_equal(len, sizeof message - 1);
+    assert_memory_equal(got, message, len);
+    assert_non_null(strstr(meta, "from=noreply@example.org\n"));
+    assert_non_null(strstr(meta, "to=alice@example.org\n"));
+    free(meta);
+    free(got);
+    smtp_sender_free(snd);
+    pe_stop(s.pid);
+}
+
+static void test_starttls_required_with_auth_delivers(void **state)
+{
+    struct server s;
+    struct smtp_sender *snd;
+    char err[256];
+    size_t len = 0;
+    char *got, *meta;
+    (void)state;
+
+    assert_int_equal(server_start(&s, SRV_TLS | SRV_AUTH), 0);
+    snd = sender_for(&s, SMTP_STARTTLS_REQUIRED, USER, PASSWORD);
+    if (send_to(snd, "alice@example.org", err, sizeof err) != MAIL_SENT) {
+        fail_msg("send: %s", err);
+    }
+    got = saved(&s, 1, "eml", &len);
+    meta = saved(&s, 1, "meta", NULL);
+    assert_non_null(got);
+    assert_non_null(meta);
+    assert_int_equal(len, sizeof message - 1);
+    assert_memory_equal(got, message, len);
+    assert_non_null(strstr(meta, "tls=1\n"));
+    assert_non_null(strstr(meta, "login=" USER "\n"));
+    free(meta);
+    free(got);
+    smtp_sender_free(snd);
+    pe_stop(s.pid);
+}
+
+static void test_wrong_password_is_transient(void **state)
+{
+    struct server s;
+    struct smtp_sender *snd;
+    char err[256];
+    (void)state;
+
+    assert_int_equal(server_start(&s, SRV_TLS | SRV_AUTH), 0);
+    snd = sender_for(&s, SMTP_STARTTLS_REQUIRED, USER, "wrong");
+    assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_TRANSIENT);
+    if (strstr(err, "535") == NULL) {
+        fail_msg("reason does not carry the server's code: %s", err);
+    }
+    assert_null(strstr(err, "wrong")); /* the password never appears */
+    smtp_sender_free(snd);
+    pe_stop(s.pid);
+}
+
+static void test_starttls_required_but_not_offered_is_transient(void **state)
+{
+    struct server s;
+    struct smtp_sender *snd;
+    char err[256];
+    (void)state;
+
+    assert_int_equal(server_start(&s, 0), 0);
+    snd = sender_for(&s, SMTP_STARTTLS_REQUIRED, NULL, NULL);
+    assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_TRANSIENT);
+    assert_true(err[0] != '\0');
+    assert_int_equal(connections(&s), 2); /* the server's own start probe + ours */
+    smtp_sender_free(snd);
+    pe_stop(s.pid);
+}
+
+static void test_550_recipient_is_permanent_and_451_transient(void **state)
+{
+    struct server s;
+    struct smtp_sender *snd;
+    char err[256];
+    (void)state;
+
+    assert_int_equal(server_start(&s, 0), 0);
+    snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
+    assert_int_equal(send_to(snd, "nobody@example.org", err, sizeof err), MAIL_PERMANENT);
+    if (strncmp(err, "550", 3) != 0) {
+        fail_msg("reason: %s", err);
+    }
+    assert_int_equal(send_to(snd, "busy@example.org", err, sizeof err), MAIL_TRANSIENT);
+    if (strncmp(err, "451", 3) != 0) {
+        fail_msg("reason: %s", err);
+    }
+    /* The same sender goes on working after refusals. */
+    assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_SENT);
+    smtp_sender_free(snd);
+    pe_stop(s.pid);
+}
+
+static void test_server_down_is_transient_fast(void **state)
+{
+    struct server s;
+    struct smtp_sender *snd;
+    char err[256];
+    long long t0;
+    (void)state;
+
+    memset(&s, 0, sizeof s);
+    s.port = pe_free_port(); /* nothing listens there */
+    snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
+    t0 = pe_now_ms();
+    assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_TRANSIENT);
+    assert_true(pe_now_ms() - t0 < 2000);
+    assert_true(err[0] != '\0');
+    smtp_sender_free(snd);
+}
+
+static void test_silent_server_times_out_transient(void **state)
+{
+    struct server s;
+    struct smtp_sender *snd;
+    struct sockaddr_in a;
+    socklen_t alen = sizeof a;
+    char err[256];
+    long long t0, took;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    (void)state;
+
+    /* Listens but never answers: the kernel accepts the connection, no banner comes. */
+    assert_true(fd >= 0);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    memset(&s, 0, sizeof s);
+    s.port = ntohs(a.sin_port);
+    snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
+    t0 = pe_now_ms();
+    assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_TRANSIENT);
+    took = pe_now_ms() - t0;
+    /* libcurl counts the greeting and EHLO as part of connecting: connect_timeout_ms (2 s)
+     * bounds it, well before timeout_ms (5 s). */
+    assert_true(took >= 1500 && took < 4500);
+    assert_non_null(strstr(err, "imeout"));
+    smtp_sender_free(snd);
+    close(fd);
+}
+
+static void test_twenty_sends_use_one_connection(void **state)
+{
+    struct server s;
+    struct smtp_sender *snd;
+    char err[256];
+    size_t before;
+    (void)state;
+
+    assert_int_equal(server_start(&s, SRV_TLS | SRV_AUTH), 0);
+    before = connections(&s); /* the server's own start probe */
+    snd = sender_for(&s, SMTP_STARTTLS_REQUIRED, USER, PASSWORD);
+    for (int i = 0; i < 20; i++) {
+        if (send_to(snd, "alice@example.org", err, sizeof err) != MAIL_SENT) {
+            fail_msg("send %d: %s", i, err);
+        }
+    }
+    free(saved(&s, 20, "eml", NULL));
+    assert_int_equal(connections(&s) - before, 1);
+    smtp_sender_free(snd);
+    pe_stop(s.pid);
+}
+
+static void test_server_restart_between_sends_reconnects(void **state)
+{
+    struct server s;
+    struct smtp_sender *snd;
+    char err[256];
+    char *got;
+    (void)state;
+
+    assert_int_equal(server_start(&s, 0), 0);
+    snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
+    assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_SENT);
+    pe_stop(s.pid);
+    assert_int_equal(server_start_on(&s, s.port, 0), 0);
+    if (send_to(snd, "alice@example.org", err, sizeof err) != MAIL_SENT) {
+        fail_msg("send after restart: %s", err);
+    }
+    /* The new server process numbers its messages from 1 again. */
+    got = saved(&s, 1, "eml", NULL);
+    assert_non_null(got);
+    free(got);
+    smtp_sender_free(snd);
+    pe_stop(s.pid);
+}
+
+static void test_address_with_crlf_is_refused_permanently(void **state)
+{
+    struct server s;
+    struct smtp_sender *snd;
+    char err[256];
+    (void)state;
+
+    assert_int_equal(server_start(&s, 0), 0);
+    snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
+    assert_int_equal(
+        send_to(snd, "alice@example.org>\r\nRCPT TO:<eve@example.org", err, sizeof err),
+        MAIL_PERMANENT);
+    assert_int_equal(send_to(snd, "", err, sizeof err), MAIL_PERMANENT);
+    assert_int_equal(connections(&s), 1); /* only the start probe: we never connected */
+    smtp_sender_free(snd);
+    pe_stop(s.pid);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plain_send_arrives_byte_exact),
+        cmocka_unit_test(test_starttls_required_with_auth_delivers),
+        cmocka_unit_test(test_wrong_password_is_transient),
+        cmocka_unit_test(test_starttls_required_but_not_offered_is_transient),
+        cmocka_unit_test(test_550_recipient_is_permanent_and_451_transient),
+        cmocka_unit_test(test_server_down_is_transient_fast),
+        cmocka_unit_test(test_silent_server_times_out_transient),
+        cmocka_unit_test(test_twenty_sends_use_one_connection),
+        cmocka_unit_test(test_server_restart_between_sends_reconnects),
+        cmocka_unit_test(test_address_with_crlf_is_refused_permanently),
+    };
+    return cmocka_run_group_tests_name("smtp_sender", tests, group_setup, group_teardown);
+}

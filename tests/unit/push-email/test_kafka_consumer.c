@@ -1,0 +1,320 @@
+/* The Kafka consumer against librdkafka's mock cluster (a real Kafka protocol peer in
+ * process): offsets, DLQ with headers, tombstones, and retry that keeps the order. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "shared/log.h"
+#include "transport/kafka_consumer.h"
+
+#define TOPIC "cdc.info-user"
+#define DLQ   "cdc.info-user.dlq"
+
+static const char CREATE[] =
+    "{\"before\":null,\"after\":{\"id\":\"123e4567-e89b-42d3-a456-426614174000\","
+    "\"username\":\"ana\",\"email\":\"ana@example.com\",\"full_name\":\"Ana\","
+    "\"address\":null,\"date_of_birth\":null,\"locale\":\"en\",\"status\":\"UNCONFIRMED\","
+    "\"password_changed_at\":1795000000000000,\"created_at\":1795000000000000,"
+    "\"updated_at\":1795000000000000,\"version\":1},"
+    "\"source\":{\"version\":\"3.0.8.Final\",\"connector\":\"mariadb\",\"name\":\"cdc\","
+    "\"ts_ms\":1795000000000,\"snapshot\":\"false\",\"db\":\"userdata\",\"table\":\"users\","
+    "\"server_id\":1,\"gtid\":null,\"file\":\"mariadb-bin.000001\",\"pos\":%d,\"row\":0},"
+    "\"op\":\"c\",\"ts_ms\":1795000000100}";
+
+/* The handler: records the binlog positions it saw, answers from a script. */
+struct recorder {
+    long seen[64];
+    size_t n;
+    enum notify_outcome script[64];
+};
+
+static enum notify_outcome record(void *ctx, const struct user_change *c, struct notify_report *rep)
+{
+    struct recorder *r = ctx;
+    memset(rep, 0, sizeof *rep);
+    enum notify_outcome o = r->n < 64 ? r->script[r->n] : NOTIFY_DONE;
+    if (r->n < 64)
+        r->seen[r->n++] = (long)c->source.pos;
+    if (o == NOTIFY_FAILED) {
+        rep->failed = 1;
+        snprintf(rep->reason, sizeof rep->reason, "550 mailbox unavailable");
+    } else if (o == NOTIFY_RETRY) {
+        snprintf(rep->reason, sizeof rep->reason, "451 try later");
+    } else {
+        rep->sent = 1;
+    }
+    return o;
+}
+
+struct fixture {
+    rd_kafka_t *owner; /* owns the mock cluster; also our producer */
+    rd_kafka_mock_cluster_t *mock;
+    char brokers[256];
+    char group[64];
+};
+
+static int setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof *fx);
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+    if (fx == NULL)
+        return -1;
+    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
+    /* The producer creates the mock cluster and uses it; the consumers bootstrap from it. */
+    rd_kafka_conf_set(conf, "test.mock.num.brokers", "1", err, sizeof err);
+    fx->owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (fx->owner == NULL)
+        return -1;
+    fx->mock = rd_kafka_handle_mock_cluster(fx->owner);
+    if (fx->mock == NULL)
+        return -1;
+    rd_kafka_mock_topic_create(fx->mock, TOPIC, 1, 1);
+    rd_kafka_mock_topic_create(fx->mock, DLQ, 1, 1);
+    snprintf(fx->brokers, sizeof fx->brokers, "%s", rd_kafka_mock_cluster_bootstraps(fx->mock));
+    snprintf(fx->group, sizeof fx->group, "push-email-test-%d-%ld", getpid(), (long)rand());
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    rd_kafka_destroy(fx->owner); /* destroys its mock cluster too */
+    free(fx);
+    return 0;
+}
+
+static void produce(struct fixture *fx, const char *value, size_t len)
+{
+    rd_kafka_vu_t vu[4];
+    memset(vu, 0, sizeof vu);
+    vu[0].vtype = RD_KAFKA_VTYPE_TOPIC;
+    vu[0].u.cstr = TOPIC;
+    vu[1].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+    vu[1].u.i = RD_KAFKA_MSG_F_COPY;
+    vu[2].vtype = RD_KAFKA_VTYPE_KEY;
+    vu[2].u.mem.ptr = (void *)"k";
+    vu[2].u.mem.size = 1;
+    vu[3].vtype = RD_KAFKA_VTYPE_VALUE;
+    vu[3].u.mem.ptr = (void *)value;
+    vu[3].u.mem.size = len;
+    rd_kafka_error_t *error = rd_kafka_produceva(fx->owner, vu, 4);
+    assert_null(error);
+    assert_int_equal(rd_kafka_flush(fx->owner, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+static void produce_create(struct fixture *fx, int pos)
+{
+    char buf[2048];
+    int n = snprintf(buf, sizeof buf, CREATE, pos);
+    produce(fx, buf, (size_t)n);
+}
+
+static struct kafka_consumer *consumer(struct fixture *fx, struct recorder *r)
+{
+    char err[256];
+    static const char *const extra[] = {"log_level=3", "session.timeout.ms=6000",
+                                        "heartbeat.interval.ms=500", NULL};
+    struct kafka_consumer_config cfg = {
+        .brokers = fx->brokers,
+        .group_id = fx->group,
+        .topic = TOPIC,
+        .dlq_topic = DLQ,
+        .retry_base_ms = 50,
+        .retry_max_ms = 200,
+        .extra = extra,
+    };
+    struct kafka_consumer *kc = kafka_consumer_new(&cfg, record, r, NULL, err, sizeof err);
+    if (kc == NULL)
+        fail_msg("kafka_consumer_new: %s", err);
+    return kc;
+}
+
+/* Polls until the handler saw want events or 20 s pass. */
+static void poll_until(struct kafka_consumer *kc, struct recorder *r, size_t want)
+{
+    time_t deadline = time(NULL) + 20;
+    while (r->n < want && time(NULL) < deadline)
+        kafka_consumer_poll_once(kc, 100);
+    for (int i = 0; i < 10; i++) /* a little longer: nothing more should come */
+        kafka_consumer_poll_once(kc, 50);
+}
+
+static int64_t committed(struct fixture *fx, const char *topic)
+{
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", fx->brokers, err, sizeof err);
+    rd_kafka_conf_set(conf, "group.id", fx->group, err, sizeof err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    assert_non_null(rk);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, 0);
+    assert_int_equal(rd_kafka_committed(rk, l, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    int64_t off = l->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+    return off;
+}
+
+/* Reads the DLQ from the start; returns how many messages; the first one's reason header
+ * into reason. */
+static int read_dlq(struct fixture *fx, char *reason, size_t reason_len, char *origin_offset,
+                    size_t olen)
+{
+    char err[256];
+    int n = 0;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", fx->brokers, err, sizeof err);
+    rd_kafka_conf_set(conf, "group.id", "dlq-reader", err, sizeof err);
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    assert_non_null(rk);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, DLQ, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    time_t deadline = time(NULL) + 10;
+    reason[0] = origin_offset[0] = '\0';
+    while (time(NULL) < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (m == NULL)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rd_kafka_headers_t *h = NULL;
+            const void *v;
+            size_t vlen;
+            if (n == 0 && rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                if (rd_kafka_header_get_last(h, "dlq.reason", &v, &vlen) == 0)
+                    snprintf(reason, reason_len, "%.*s", (int)vlen, (const char *)v);
+                if (rd_kafka_header_get_last(h, "dlq.origin.offset", &v, &vlen) == 0)
+                    snprintf(origin_offset, olen, "%.*s", (int)vlen, (const char *)v);
+            }
+            n++;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return n;
+}
+
+static void events_are_handled_dlqd_or_skipped_and_committed(void **state)
+{
+    struct fixture *fx = *state;
+    struct recorder r = {0};
+    char reason[256], origin[32];
+
+    produce_create(fx, 100);     /* offset 0: handled */
+    produce(fx, NULL, 0);        /* offset 1: tombstone, skipped */
+    produce(fx, "{not json", 9); /* offset 2: malformed, to the DLQ */
+    produce_create(fx, 300);     /* offset 3: handled */
+    struct kafka_consumer *kc = consumer(fx, &r);
+    poll_until(kc, &r, 2);
+    kafka_consumer_free(kc);
+
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.seen[0], 100);
+    assert_int_equal(r.seen[1], 300);
+    assert_int_equal(read_dlq(fx, reason, sizeof reason, origin, sizeof origin), 1);
+    assert_non_null(strstr(reason, "malformed event"));
+    assert_string_equal(origin, "2");
+    assert_int_equal(committed(fx, TOPIC), 4);
+}
+
+static void a_transient_failure_retries_the_same_event_first(void **state)
+{
+    struct fixture *fx = *state;
+    struct recorder r = {0};
+    char reason[256], origin[32];
+
+    r.script[0] = NOTIFY_RETRY;
+    r.script[1] = NOTIFY_RETRY;
+    produce_create(fx, 100);
+    produce_create(fx, 200);
+    produce_create(fx, 300);
+    struct kafka_consumer *kc = consumer(fx, &r);
+    poll_until(kc, &r, 5);
+    kafka_consumer_free(kc);
+
+    /* 100 twice refused, then 100, 200, 300 in order; nothing overtook it. */
+    assert_int_equal(r.n, 5);
+    long want[] = {100, 100, 100, 200, 300};
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(r.seen[i], want[i]);
+    assert_int_equal(read_dlq(fx, reason, sizeof reason, origin, sizeof origin), 0);
+    assert_int_equal(committed(fx, TOPIC), 3);
+}
+
+static void a_final_failure_goes_to_the_dlq_and_on(void **state)
+{
+    struct fixture *fx = *state;
+    struct recorder r = {0};
+    char reason[256], origin[32];
+
+    r.script[0] = NOTIFY_FAILED;
+    produce_create(fx, 100);
+    produce_create(fx, 200);
+    struct kafka_consumer *kc = consumer(fx, &r);
+    poll_until(kc, &r, 2);
+    kafka_consumer_free(kc);
+
+    assert_int_equal(r.n, 2);
+    assert_int_equal(read_dlq(fx, reason, sizeof reason, origin, sizeof origin), 1);
+    assert_string_equal(reason, "550 mailbox unavailable");
+    assert_string_equal(origin, "0");
+    assert_int_equal(committed(fx, TOPIC), 2);
+}
+
+static void a_restart_resumes_after_the_committed_offset(void **state)
+{
+    struct fixture *fx = *state;
+    struct recorder r = {0};
+
+    produce_create(fx, 100);
+    produce_create(fx, 200);
+    struct kafka_consumer *kc = consumer(fx, &r);
+    poll_until(kc, &r, 2);
+    kafka_consumer_free(kc);
+    assert_int_equal(r.n, 2);
+
+    produce_create(fx, 300);
+    struct recorder r2 = {0};
+    kc = consumer(fx, &r2);
+    poll_until(kc, &r2, 1);
+    kafka_consumer_free(kc);
+    assert_int_equal(r2.n, 1);
+    assert_int_equal(r2.seen[0], 300);
+}
+
+int main(void)
+{
+    log_init("test", LOG_ERROR);
+    srand((unsigned)time(NULL));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(events_are_handled_dlqd_or_skipped_and_committed, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_transient_failure_retries_the_same_event_first, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_final_failure_goes_to_the_dlq_and_on, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_restart_resumes_after_the_committed_offset, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests_name("kafka consumer (mock cluster)", tests, NULL, NULL);
+}

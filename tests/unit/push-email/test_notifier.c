@@ -1,0 +1,418 @@
+/* Unit tests of the notifier with fake ports: dedupe, transient and permanent failures,
+ * locale fallback, and what reaches the mail sender. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "interactors/notifier.h"
+#include "interactors/retry_policy.h"
+
+/* --- fake mail sender: records messages, answers from a script ---------------------- */
+#define MAX_SENT 16
+struct fake_sender {
+    enum mail_result script[MAX_SENT]; /* answer for call i; MAIL_SENT after the script */
+    size_t calls;
+    size_t n_sent;
+    char to[MAX_SENT][256];
+    char *data[MAX_SENT];
+};
+
+static enum mail_result fs_send(void *self, const char *from, const char *to, const char *data,
+                                size_t len, char *err, size_t errlen)
+{
+    struct fake_sender *s = self;
+    enum mail_result r = s->calls < MAX_SENT ? s->script[s->calls] : MAIL_SENT;
+    (void)from;
+    s->calls++;
+    if (r == MAIL_SENT && s->n_sent < MAX_SENT) {
+        snprintf(s->to[s->n_sent], sizeof s->to[0], "%s", to);
+        s->data[s->n_sent] = strndup(data, len);
+        s->n_sent++;
+    }
+    snprintf(err, errlen, "%s", r == MAIL_TRANSIENT ? "451 try later" : "550 no such user");
+    return r;
+}
+static const struct mail_sender_ops fake_sender_ops = {fs_send};
+
+/* --- fake delivery log: a small map --------------------------------------------------- */
+struct fake_log {
+    char keys[32][512];
+    enum delivery_state states[32];
+    unsigned attempts[32];
+    size_t n;
+    bool down;
+    bool fail_mark_sent;
+};
+
+static int fl_find(struct fake_log *l, const char *key)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (strcmp(l->keys[i], key) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+static enum delivery_log_err fl_begin(void *self, const char *key, const char *kind,
+                                      const char *recipient, enum delivery_state *state)
+{
+    struct fake_log *l = self;
+    (void)kind;
+    (void)recipient;
+    if (l->down)
+        return DELIVERY_LOG_UNAVAILABLE;
+    int i = fl_find(l, key);
+    if (i < 0) {
+        i = (int)l->n++;
+        snprintf(l->keys[i], sizeof l->keys[i], "%s", key);
+        l->states[i] = DELIVERY_PENDING;
+    }
+    *state = l->states[i];
+    return DELIVERY_LOG_OK;
+}
+
+static enum delivery_log_err fl_set(struct fake_log *l, const char *key, enum delivery_state s)
+{
+    int i = fl_find(l, key);
+    if (l->down)
+        return DELIVERY_LOG_UNAVAILABLE;
+    assert_true(i >= 0);
+    l->states[i] = s;
+    return DELIVERY_LOG_OK;
+}
+
+static enum delivery_log_err fl_sent(void *self, const char *key)
+{
+    struct fake_log *l = self;
+    if (l->fail_mark_sent)
+        return DELIVERY_LOG_UNAVAILABLE;
+    return fl_set(l, key, DELIVERY_SENT);
+}
+
+static enum delivery_log_err fl_failed(void *self, const char *key, const char *error)
+{
+    (void)error;
+    return fl_set(self, key, DELIVERY_FAILED);
+}
+
+static enum delivery_log_err fl_attempt(void *self, const char *key, const char *error)
+{
+    struct fake_log *l = self;
+    (void)error;
+    int i = fl_find(l, key);
+    if (i >= 0)
+        l->attempts[i]++;
+    return DELIVERY_LOG_OK;
+}
+
+static enum delivery_log_err fl_ping(void *self)
+{
+    return ((struct fake_log *)self)->down ? DELIVERY_LOG_UNAVAILABLE : DELIVERY_LOG_OK;
+}
+
+static const struct delivery_log_ops fake_log_ops = {fl_begin, fl_sent, fl_failed, fl_attempt,
+                                                     fl_ping};
+
+/* --- fake templates: en complete, pt-BR only for welcome --------------------------------- */
+static const char *ft_get(void *self, const char *locale, const char *name)
+{
+    (void)self;
+    static const char *const en[][2] = {
+        {"welcome.subject", "Welcome, {{full_name}}"},
+        {"welcome.txt", "Hello {{full_name}}"},
+        {"welcome.html", "<p>Hello {{full_name}}</p>"},
+        {"profile_changed.subject", "Your profile changed"},
+        {"profile_changed.txt", "{{#changes}}{{label}}: {{old}} -> {{new}}\n{{/changes}}"},
+        {"profile_changed.html", "<ul>{{#changes}}<li>{{label}}</li>{{/changes}}</ul>"},
+        {"email_changed_old.subject", "Your email changed"},
+        {"email_changed_old.txt", "now {{new_email}}"},
+        {"email_changed_old.html", "<p>now {{new_email}}</p>"},
+        {"email_changed_new.subject", "Email confirmed"},
+        {"email_changed_new.txt", "was {{old_email}}"},
+        {"email_changed_new.html", "<p>was {{old_email}}</p>"},
+        {"password_changed.subject", "Password changed"},
+        {"password_changed.txt", "pw"},
+        {"password_changed.html", "<p>pw</p>"},
+        {"account_deleted.subject", "Goodbye {{username}}"},
+        {"account_deleted.txt", "bye"},
+        {"account_deleted.html", "<p>bye</p>"},
+        {"fields", "full_name=Full name\nemail=Email\n"},
+    };
+    static const char *const pt[][2] = {
+        {"welcome.subject", "Bem-vindo, {{full_name}}"},
+        {"welcome.txt", "Ola {{full_name}}"},
+        {"welcome.html", "<p>Ola {{full_name}}</p>"},
+    };
+    if (strcmp(locale, "en") == 0) {
+        for (size_t i = 0; i < sizeof en / sizeof en[0]; i++) {
+            if (strcmp(en[i][0], name) == 0)
+                return en[i][1];
+        }
+    }
+    if (strcmp(locale, "pt-BR") == 0) {
+        for (size_t i = 0; i < sizeof pt / sizeof pt[0]; i++) {
+            if (strcmp(pt[i][0], name) == 0)
+                return pt[i][1];
+        }
+    }
+    return NULL;
+}
+static const struct template_store_ops fake_templates_ops = {ft_get};
+
+static int64_t fe_now(void *self)
+{
+    (void)self;
+    return 1795000000;
+}
+
+static void fe_mid(void *self, const char *key, char *out, size_t outlen)
+{
+    (void)self;
+    unsigned long h = 5381;
+    for (const char *p = key; *p; p++)
+        h = h * 33 + (unsigned char)*p;
+    snprintf(out, outlen, "<%lx@test.example>", h);
+}
+static const struct notify_env_ops fake_env_ops = {fe_now, fe_mid};
+
+/* --- fixture ------------------------------------------------------------------------------ */
+struct fixture {
+    struct fake_sender sender;
+    struct fake_log log;
+    struct notifier *n;
+};
+
+static int setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof *fx);
+    struct notifier_config cfg = {"no-reply@cdc-notify.example", "cdc-notify", "en"};
+    if (fx == NULL)
+        return -1;
+    fx->n = notifier_new((struct mail_sender){&fake_sender_ops, &fx->sender},
+                         (struct delivery_log){&fake_log_ops, &fx->log},
+                         (struct template_store){&fake_templates_ops, NULL},
+                         (struct notify_env){&fake_env_ops, NULL}, &cfg);
+    *state = fx;
+    return fx->n ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    for (size_t i = 0; i < fx->sender.n_sent; i++)
+        free(fx->sender.data[i]);
+    notifier_free(fx->n);
+    free(fx);
+    return 0;
+}
+
+static void image(struct user_image *u, const char *email, const char *full_name,
+                  const char *locale)
+{
+    memset(u, 0, sizeof *u);
+    snprintf(u->id, sizeof u->id, "123e4567-e89b-42d3-a456-426614174000");
+    snprintf(u->username, sizeof u->username, "ana");
+    snprintf(u->email, sizeof u->email, "%s", email);
+    snprintf(u->full_name, sizeof u->full_name, "%s", full_name);
+    snprintf(u->locale, sizeof u->locale, "%s", locale);
+    snprintf(u->status, sizeof u->status, "UNCONFIRMED");
+    u->version = 1;
+}
+
+static struct user_change change(enum change_op op, long pos)
+{
+    struct user_change c;
+    memset(&c, 0, sizeof c);
+    c.op = op;
+    c.source.server_id = 1;
+    snprintf(c.source.file, sizeof c.source.file, "mariadb-bin.000001");
+    c.source.pos = pos;
+    return c;
+}
+
+static void welcome_is_sent_once_even_when_redelivered(void **state)
+{
+    struct fixture *fx = *state;
+    struct notify_report rep;
+    struct user_change c = change(CHANGE_CREATE, 100);
+    c.has_after = true;
+    image(&c.after, "ana@example.com", "Ana Lima", "en");
+
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_DONE);
+    assert_int_equal(rep.sent, 1);
+    assert_int_equal(fx->sender.n_sent, 1);
+    assert_string_equal(fx->sender.to[0], "ana@example.com");
+    assert_non_null(strstr(fx->sender.data[0], "Subject: Welcome, Ana Lima\r\n"));
+
+    /* The same event again (a restart, a rebalance, Debezium re-emitting): no email. */
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_DONE);
+    assert_int_equal(rep.deduped, 1);
+    assert_int_equal(rep.sent, 0);
+    assert_int_equal(fx->sender.n_sent, 1);
+}
+
+static void locale_falls_back_by_case_language_and_default(void **state)
+{
+    struct fixture *fx = *state;
+    struct notify_report rep;
+    struct user_change c = change(CHANGE_CREATE, 200);
+    c.has_after = true;
+    image(&c.after, "ana@example.com", "Ana", "pt-br"); /* lower-case region */
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_DONE);
+    assert_non_null(strstr(fx->sender.data[0], "Subject: Bem-vindo, Ana\r\n"));
+
+    /* pt-BR has no delete template: English is used. */
+    struct user_change d = change(CHANGE_DELETE, 300);
+    d.has_before = true;
+    image(&d.before, "ana@example.com", "Ana", "pt-BR");
+    assert_int_equal(notifier_handle(fx->n, &d, &rep), NOTIFY_DONE);
+    assert_non_null(strstr(fx->sender.data[1], "Subject: Goodbye ana\r\n"));
+
+    /* An unknown locale: English too. */
+    struct user_change e = change(CHANGE_CREATE, 400);
+    e.has_after = true;
+    image(&e.after, "zed@example.com", "Zed", "xx-YY");
+    assert_int_equal(notifier_handle(fx->n, &e, &rep), NOTIFY_DONE);
+    assert_non_null(strstr(fx->sender.data[2], "Subject: Welcome, Zed\r\n"));
+}
+
+static void transient_failure_retries_and_sends_nothing_twice(void **state)
+{
+    struct fixture *fx = *state;
+    struct notify_report rep;
+    struct user_change c = change(CHANGE_UPDATE, 500);
+    c.has_before = c.has_after = true;
+    image(&c.before, "old@example.com", "Ana", "en");
+    image(&c.after, "new@example.com", "Ana", "en");
+    c.after.version = 2;
+
+    /* Email change: two emails; the second send fails transiently. */
+    fx->sender.script[1] = MAIL_TRANSIENT;
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_RETRY);
+    assert_int_equal(rep.sent, 1);
+    assert_int_equal(rep.transient, 1);
+    assert_non_null(strstr(rep.reason, "451"));
+    assert_int_equal(fx->sender.n_sent, 1);
+
+    /* The retry sends only the one that is missing. */
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_DONE);
+    assert_int_equal(rep.deduped, 1);
+    assert_int_equal(rep.sent, 1);
+    assert_int_equal(fx->sender.n_sent, 2);
+    assert_string_not_equal(fx->sender.to[0], fx->sender.to[1]);
+}
+
+static void permanent_failure_reports_for_the_dlq_and_moves_on(void **state)
+{
+    struct fixture *fx = *state;
+    struct notify_report rep;
+    struct user_change c = change(CHANGE_UPDATE, 600);
+    c.has_before = c.has_after = true;
+    image(&c.before, "old@example.com", "Ana", "en");
+    image(&c.after, "new@example.com", "Ana", "en");
+
+    fx->sender.script[0] = MAIL_PERMANENT;
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_FAILED);
+    assert_int_equal(rep.failed, 1);
+    assert_int_equal(rep.sent, 1);
+    assert_non_null(strstr(rep.reason, "550"));
+
+    /* Redelivered: the failed one still sends the event to the DLQ, nothing is mailed. */
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_FAILED);
+    assert_int_equal(rep.failed, 1);
+    assert_int_equal(rep.deduped, 1);
+    assert_int_equal(fx->sender.calls, 2);
+}
+
+static void undeliverable_recipient_is_a_permanent_failure(void **state)
+{
+    struct fixture *fx = *state;
+    struct notify_report rep;
+    struct user_change c = change(CHANGE_CREATE, 700);
+    c.has_after = true;
+    image(&c.after, "ana@example.com\r\nBcc: victim@example.com", "Ana", "en");
+
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_FAILED);
+    assert_int_equal(fx->sender.calls, 0);
+}
+
+static void delivery_log_down_is_a_retry_without_sending(void **state)
+{
+    struct fixture *fx = *state;
+    struct notify_report rep;
+    struct user_change c = change(CHANGE_CREATE, 800);
+    c.has_after = true;
+    image(&c.after, "ana@example.com", "Ana", "en");
+
+    fx->log.down = true;
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_RETRY);
+    assert_int_equal(fx->sender.calls, 0);
+    fx->log.down = false;
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_DONE);
+    assert_int_equal(fx->sender.n_sent, 1);
+}
+
+static void snapshots_truncates_and_invisible_updates_send_nothing(void **state)
+{
+    struct fixture *fx = *state;
+    struct notify_report rep;
+    struct user_change r = change(CHANGE_READ, 900);
+    r.has_after = true;
+    image(&r.after, "ana@example.com", "Ana", "en");
+    assert_int_equal(notifier_handle(fx->n, &r, &rep), NOTIFY_DONE);
+
+    struct user_change t = change(CHANGE_TRUNCATE, 901);
+    assert_int_equal(notifier_handle(fx->n, &t, &rep), NOTIFY_DONE);
+
+    struct user_change u = change(CHANGE_UPDATE, 902);
+    u.has_before = u.has_after = true;
+    image(&u.before, "ana@example.com", "Ana", "en");
+    image(&u.after, "ana@example.com", "Ana", "en");
+    u.after.version = 2;
+    u.after.updated_at_us = 42;
+    assert_int_equal(notifier_handle(fx->n, &u, &rep), NOTIFY_DONE);
+    assert_int_equal(fx->sender.calls, 0);
+    assert_int_equal(fx->log.n, 0);
+}
+
+static void retry_delays_grow_with_jitter_and_a_cap(void **state)
+{
+    (void)state;
+    assert_int_equal(retry_delay_ms(0, 500, 60000, 0), 250);
+    assert_int_equal(retry_delay_ms(0, 500, 60000, 250), 500);
+    assert_int_equal(retry_delay_ms(3, 500, 60000, 0), 2000);
+    assert_int_equal(retry_delay_ms(40, 500, 60000, 0), 30000);
+    assert_int_equal(retry_delay_ms(40, 500, 60000, UINT32_MAX), 30000 + UINT32_MAX % 30001);
+    for (uint32_t r = 0; r < 100000; r += 997) {
+        uint32_t d = retry_delay_ms(5, 500, 60000, r);
+        assert_true(d >= 8000 && d <= 16000);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(welcome_is_sent_once_even_when_redelivered, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(locale_falls_back_by_case_language_and_default, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(transient_failure_retries_and_sends_nothing_twice, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(permanent_failure_reports_for_the_dlq_and_moves_on, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(undeliverable_recipient_is_a_permanent_failure, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(delivery_log_down_is_a_retry_without_sending, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(snapshots_truncates_and_invisible_updates_send_nothing,
+                                        setup, teardown),
+        cmocka_unit_test(retry_delays_grow_with_jitter_and_a_cap),
+    };
+    return cmocka_run_group_tests_name("notifier", tests, NULL, NULL);
+}
