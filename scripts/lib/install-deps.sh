@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build, the tests and the local stack need.
+# Idempotent: asks dpkg which packages are missing and only then runs
+# `apt-get update` (once) and `apt-get install` for those.
+#
+# Usage: scripts/lib/install-deps.sh [EXTRA_PACKAGE ...]
+set -euo pipefail
+
+PACKAGES=(
+    build-essential cmake pkg-config
+    clang libclang-rt-14-dev clang-format
+    libmicrohttpd-dev libmariadb-dev libcjson-dev libcmocka-dev libsodium-dev libjwt-dev
+    librdkafka-dev libcurl4-openssl-dev uuid-dev
+    mariadb-server mariadb-client
+    curl valgrind wrk kcat python3-aiosmtpd python3-yaml openssl jq
+    openjdk-17-jre-headless maven
+)
+# Node for maildev (the stack's SMTP sink) and tests/k8s. Debian's nodejs/npm only when no
+# npm is on PATH: never over a NodeSource nodejs, which ships its own npm and conflicts.
+command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
+PACKAGES+=("$@")
+
+log() { printf 'install-deps: %s\n' "$*" >&2; }
+
+is_installed() {
+    local status
+    status=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)
+    [[ "$status" == "install ok installed" ]]
+}
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    if ! is_installed "$pkg"; then
+        missing+=("$pkg")
+    fi
+done
+
+# tests/k8s: kubernetes-models and yaml, pinned by its package-lock.json (npm registry).
+npm_deps() {
+    local dir
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../tests/k8s" 2>/dev/null && pwd)" || return 0
+    [ -f "$dir/package-lock.json" ] || return 0
+    if [ ! -d "$dir/node_modules/kubernetes-models" ] ||
+        [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+        log "npm ci in tests/k8s"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+
+if ((${#missing[@]} == 0)); then
+    log "all ${#PACKAGES[@]} Debian packages already installed"
+    npm_deps
+    exit 0
+fi
+
+SUDO=()
+if ((EUID != 0)); then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo)
+    else
+        log "missing packages: ${missing[*]}"
+        log "error: not root and sudo is not available; install them as root"
+        exit 1
+    fi
+fi
+
+APT_OPTS=(-o DPkg::Lock::Timeout=300 -q)
+
+log "missing packages: ${missing[*]}"
+log "running apt-get update"
+"${SUDO[@]}" apt-get "${APT_OPTS[@]}" update
+log "installing: ${missing[*]}"
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get "${APT_OPTS[@]}" install -y --no-install-recommends "${missing[@]}"
+
+still_missing=()
+for pkg in "${missing[@]}"; do
+    if ! is_installed "$pkg"; then
+        still_missing+=("$pkg")
+    fi
+done
+if ((${#still_missing[@]} > 0)); then
+    log "error: still not installed after apt-get: ${still_missing[*]}"
+    exit 1
+fi
+log "installed ${#missing[@]} package(s)"
+npm_deps
