@@ -40,6 +40,7 @@
 #include <string.h>
 
 #include "shared/log.h"
+#include "shared/signals.h"
 
 /* ---------------------------------------------------------------- connections -- */
 
