@@ -109,8 +109,8 @@ print_failure() {
     say "connector $NAME status:"
     jq -r '"  connector: \(.connector.state) on \(.connector.worker_id)",
            (.connector.trace // empty | "  connector trace:\n" + .),
-           (.tasks[] | "  task \(.id): \(.state) on \(.worker_id)",
-                       (.trace // empty | "  task \(.id) trace:\n" + .))' \
+           (.tasks[] | . as $t | "  task \($t.id): \($t.state) on \($t.worker_id)",
+                       ($t.trace // empty | "  task \($t.id) trace:\n" + .))' \
         <<<"$1" >&2 || printf '%s\n' "$1" >&2
 }
 
