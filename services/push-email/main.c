@@ -156,6 +156,21 @@ static enum notify_outcome handle_change(void *ctx, const struct user_change *c,
     return notifier_handle(ctx, c, report);
 }
 
+static uint64_t gate_ticket(void *ctx)
+{
+    return notifier_ticket(ctx);
+}
+
+static uint64_t gate_durable(void *ctx)
+{
+    return notifier_durable(ctx);
+}
+
+static int gate_flush(void *ctx, int timeout_ms)
+{
+    return notifier_flush(ctx, timeout_ms);
+}
+
 static bool ready(void *ctx, char *why, size_t whylen)
 {
     return kafka_consumer_alive(ctx, why, whylen);
@@ -247,6 +262,8 @@ int main(int argc, char **argv)
     if (notifier == NULL)
         goto out;
 
+    /* The delivery log writes `sent` marks behind: offsets wait for them. */
+    const struct kafka_offset_gate gate = {gate_ticket, gate_durable, gate_flush, notifier};
     struct kafka_consumer_config kcfg = {
         .brokers = s.brokers,
         .group_id = s.group_id,
@@ -255,6 +272,7 @@ int main(int argc, char **argv)
         .retry_base_ms = (uint32_t)s.retry_base_ms,
         .retry_max_ms = (uint32_t)s.retry_max_ms,
         .session_timeout_ms = (uint32_t)s.session_timeout_ms,
+        .gate = &gate,
     };
     consumer = kafka_consumer_new(&kcfg, handle_change, notifier, metrics, err, sizeof err);
     if (consumer == NULL) {

@@ -1,7 +1,8 @@
 /* Integration tests of mariadb_delivery_log against the real test MariaDB
  * (scripts/lib/test-mariadb.sh): the begin/mark_sent/mark_failed/record_attempt life of a
- * row, and UNAVAILABLE at once while the server is down, then recovery on the same object
- * when it is back. Each run uses its own database notifications_test_<pid>, dropped at the
+ * row; `sent` marks written behind (seen by begin at once, in the table once durable, many
+ * committed together, a second object sees them after flush); UNAVAILABLE at once while the
+ * server is down, marks kept meanwhile and committed when it is back, on the same object. Each run uses its own database notifications_test_<pid>, dropped at the
  * end. The name starts with "userdata" because scripts/lib/test-mariadb.sh grants the test
  * user `userdata%` only (see the report: it should also grant `notifications%`). */
 #include <setjmp.h>
@@ -129,43 +130,84 @@ static int group_teardown(void **state)
     return drop_database();
 }
 
-static void test_begin_new_is_pending_and_again_the_same(void **state)
+static long long count_sent(const char *recipient)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM deliveries WHERE state = 'sent' AND sent_at IS NOT NULL AND "
+             "recipient = '%s'",
+             recipient);
+    return scalar(sql);
+}
+
+static void test_begin_is_pending_and_records_nothing(void **state)
 {
     enum delivery_state st = DELIVERY_SENT;
     (void)state;
 
-    assert_int_equal(port.ops->begin(port.self, "1:bin.000001:100:0:welcome:a@example.org",
-                                     "welcome", "a@example.org", &st),
-                     DELIVERY_LOG_OK);
-    assert_int_equal(st, DELIVERY_PENDING);
-    st = DELIVERY_SENT;
-    assert_int_equal(port.ops->begin(port.self, "1:bin.000001:100:0:welcome:a@example.org",
-                                     "welcome", "a@example.org", &st),
-                     DELIVERY_LOG_OK);
-    assert_int_equal(st, DELIVERY_PENDING);
-    assert_int_equal(scalar("SELECT COUNT(*) FROM deliveries"), 1);
-    assert_int_equal(scalar("SELECT COUNT(*) FROM deliveries WHERE key_hash = UNHEX(SHA2("
-                            "'1:bin.000001:100:0:welcome:a@example.org', 256)) AND kind = "
-                            "'welcome' AND recipient = 'a@example.org' AND attempts = 0"),
-                     1);
+    for (int i = 0; i < 2; i++) {
+        st = DELIVERY_SENT;
+        assert_int_equal(port.ops->begin(port.self, "1:bin.000001:100:0:welcome:a@example.org",
+                                         "welcome", "a@example.org", &st),
+                         DELIVERY_LOG_OK);
+        assert_int_equal(st, DELIVERY_PENDING);
+    }
+    assert_int_equal(scalar("SELECT COUNT(*) FROM deliveries WHERE recipient = 'a@example.org'"),
+                     0);
 }
 
-static void test_mark_sent_is_seen_by_begin(void **state)
+static void test_mark_sent_is_seen_at_once_and_durable_after_flush(void **state)
 {
     const char *key = "1:bin.000001:200:0:welcome:b@example.org";
     enum delivery_state st;
     (void)state;
 
+    uint64_t before = port.ops->written(port.self);
     assert_int_equal(port.ops->begin(port.self, key, "welcome", "b@example.org", &st),
                      DELIVERY_LOG_OK);
     assert_int_equal(st, DELIVERY_PENDING);
-    assert_int_equal(port.ops->mark_sent(port.self, key), DELIVERY_LOG_OK);
+    assert_int_equal(port.ops->mark_sent(port.self, key, "welcome", "b@example.org"),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(port.ops->written(port.self), before + 1);
+    /* Seen by begin before or after the writer committed it. */
     assert_int_equal(port.ops->begin(port.self, key, "welcome", "b@example.org", &st),
                      DELIVERY_LOG_OK);
     assert_int_equal(st, DELIVERY_SENT);
-    assert_int_equal(scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'sent' AND sent_at "
-                            "IS NOT NULL AND recipient = 'b@example.org'"),
+    assert_int_equal(port.ops->flush(port.self, 10000), DELIVERY_LOG_OK);
+    assert_true(port.ops->durable(port.self) >= before + 1);
+    assert_int_equal(count_sent("b@example.org"), 1);
+    assert_int_equal(scalar("SELECT COUNT(*) FROM deliveries WHERE key_hash = UNHEX(SHA2("
+                            "'1:bin.000001:200:0:welcome:b@example.org', 256)) AND kind = "
+                            "'welcome' AND attempts = 0"),
                      1);
+    /* A second log (a restarted push-email) reads it from the table. */
+    struct mariadb_delivery_log *other = mariadb_delivery_log_new(&cfg);
+    assert_non_null(other);
+    struct delivery_log p2 = mariadb_delivery_log_port(other);
+    assert_int_equal(p2.ops->begin(p2.self, key, "welcome", "b@example.org", &st),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(st, DELIVERY_SENT);
+    mariadb_delivery_log_free(other);
+}
+
+static void test_many_marks_are_committed_and_free_flushes(void **state)
+{
+    char key[128], rcpt[64];
+    (void)state;
+
+    struct mariadb_delivery_log *l = mariadb_delivery_log_new(&cfg);
+    assert_non_null(l);
+    struct delivery_log p = mariadb_delivery_log_port(l);
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, sizeof key, "1:bin.000002:%d:0:welcome:bulk%d@example.org", i, i);
+        snprintf(rcpt, sizeof rcpt, "bulk%d@example.org", i);
+        assert_int_equal(p.ops->mark_sent(p.self, key, "welcome", rcpt), DELIVERY_LOG_OK);
+    }
+    assert_int_equal(p.ops->written(p.self), 1000);
+    mariadb_delivery_log_free(l); /* lets the writer finish */
+    assert_int_equal(scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'sent' AND "
+                            "recipient LIKE 'bulk%@example.org'"),
+                     1000);
 }
 
 static void test_record_attempt_counts_and_mark_failed_fails(void **state)
@@ -176,16 +218,20 @@ static void test_record_attempt_counts_and_mark_failed_fails(void **state)
 
     assert_int_equal(port.ops->begin(port.self, key, "welcome", "c@example.org", &st),
                      DELIVERY_LOG_OK);
-    assert_int_equal(port.ops->record_attempt(port.self, key, "451 4.3.0 try again later"),
+    assert_int_equal(port.ops->record_attempt(port.self, key, "welcome", "c@example.org",
+                                              "451 4.3.0 try again later"),
                      DELIVERY_LOG_OK);
-    assert_int_equal(port.ops->record_attempt(port.self, key, "connect: refused\r\n\xff"),
+    assert_int_equal(port.ops->record_attempt(port.self, key, "welcome", "c@example.org",
+                                              "connect: refused\r\n\xff"),
                      DELIVERY_LOG_OK);
-    assert_int_equal(scalar("SELECT attempts FROM deliveries WHERE recipient = 'c@example.org'"),
+    assert_int_equal(scalar("SELECT attempts FROM deliveries WHERE recipient = 'c@example.org' "
+                            "AND state = 'pending' AND last_error = CONCAT('connect: refused', REPEAT('?', 3))"),
                      2);
     assert_int_equal(port.ops->begin(port.self, key, "welcome", "c@example.org", &st),
                      DELIVERY_LOG_OK);
     assert_int_equal(st, DELIVERY_PENDING);
-    assert_int_equal(port.ops->mark_failed(port.self, key, "550 5.1.1 mailbox unavailable"),
+    assert_int_equal(port.ops->mark_failed(port.self, key, "welcome", "c@example.org",
+                                           "550 5.1.1 mailbox unavailable"),
                      DELIVERY_LOG_OK);
     assert_int_equal(port.ops->begin(port.self, key, "welcome", "c@example.org", &st),
                      DELIVERY_LOG_OK);
@@ -193,12 +239,29 @@ static void test_record_attempt_counts_and_mark_failed_fails(void **state)
     assert_int_equal(scalar("SELECT attempts FROM deliveries WHERE recipient = 'c@example.org' "
                             "AND last_error = '550 5.1.1 mailbox unavailable'"),
                      3);
+    /* Failing a key never tried before creates its row. */
+    assert_int_equal(port.ops->mark_failed(port.self, "1:bin.000001:301:0:welcome:e@example.org",
+                                           "welcome", "e@example.org", "550 no such user"),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(scalar("SELECT COUNT(*) FROM deliveries WHERE recipient = 'e@example.org' "
+                            "AND state = 'failed' AND attempts = 1"),
+                     1);
 }
 
-static void test_marking_an_unknown_key_is_internal(void **state)
+static void test_a_sent_key_stays_sent(void **state)
 {
+    const char *key = "1:bin.000001:350:0:welcome:f@example.org";
+    enum delivery_state st;
     (void)state;
-    assert_int_equal(port.ops->mark_sent(port.self, "never-begun"), DELIVERY_LOG_INTERNAL);
+
+    assert_int_equal(port.ops->mark_sent(port.self, key, "welcome", "f@example.org"),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(port.ops->flush(port.self, 10000), DELIVERY_LOG_OK);
+    assert_int_equal(port.ops->mark_failed(port.self, key, "welcome", "f@example.org", "550 late"),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(port.ops->begin(port.self, key, "welcome", "f@example.org", &st),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(st, DELIVERY_SENT);
 }
 
 static void test_long_key_and_utf8_recipient_are_stored(void **state)
@@ -212,7 +275,9 @@ static void test_long_key_and_utf8_recipient_are_stored(void **state)
     assert_int_equal(port.ops->begin(port.self, key, "welcome", "zoë@exämple.org", &st),
                      DELIVERY_LOG_OK);
     assert_int_equal(st, DELIVERY_PENDING);
-    assert_int_equal(port.ops->mark_sent(port.self, key), DELIVERY_LOG_OK);
+    assert_int_equal(port.ops->mark_sent(port.self, key, "welcome", "zoë@exämple.org"),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(port.ops->flush(port.self, 10000), DELIVERY_LOG_OK);
     assert_int_equal(scalar("SELECT CHAR_LENGTH(dedupe_key) FROM deliveries WHERE recipient = "
                             "'zoë@exämple.org'"),
                      512);
@@ -260,6 +325,9 @@ static int db_ctl(const char *verb)
     return pe_run(argv, NULL);
 }
 
+/* While the server is down: begin, mark_failed and ping answer UNAVAILABLE at once; a mark
+ * made then (its email went out before the server went away) is kept, flush() says it is
+ * not durable, and the writer commits it once the server is back, on the same object. */
 static void test_server_down_is_unavailable_fast_then_recovers(void **state)
 {
     const char *key = "1:bin.000001:400:0:welcome:d@example.org";
@@ -273,6 +341,7 @@ static void test_server_down_is_unavailable_fast_then_recovers(void **state)
     }
     assert_int_equal(port.ops->begin(port.self, key, "welcome", "d@example.org", &st),
                      DELIVERY_LOG_OK);
+    assert_int_equal(port.ops->flush(port.self, 10000), DELIVERY_LOG_OK);
     lock = db_lock();
     assert_true(lock >= 0);
     if (db_ctl("stop") != 0) {
@@ -280,18 +349,35 @@ static void test_server_down_is_unavailable_fast_then_recovers(void **state)
         fail_msg("could not stop the test database");
     }
     t0 = pe_now_ms();
-    assert_int_equal(port.ops->begin(port.self, key, "welcome", "d@example.org", &st),
-                     DELIVERY_LOG_UNAVAILABLE);
-    assert_int_equal(port.ops->mark_sent(port.self, key), DELIVERY_LOG_UNAVAILABLE);
-    assert_int_equal(port.ops->ping(port.self), DELIVERY_LOG_UNAVAILABLE);
+    enum delivery_log_err begin_down =
+        port.ops->begin(port.self, "1:bin.000001:401:0:welcome:x@example.org", "welcome",
+                        "x@example.org", &st);
+    enum delivery_log_err failed_down =
+        port.ops->mark_failed(port.self, "1:bin.000001:402:0:welcome:y@example.org", "welcome",
+                              "y@example.org", "550");
+    enum delivery_log_err ping_down = port.ops->ping(port.self);
     long long took = pe_now_ms() - t0;
+    enum delivery_log_err mark_down = port.ops->mark_sent(port.self, key, "welcome", "d@example.org");
+    enum delivery_log_err seen_down = port.ops->begin(port.self, key, "welcome", "d@example.org", &st);
+    enum delivery_state st_down = st;
+    enum delivery_log_err flush_down = port.ops->flush(port.self, 1500);
     int started = db_ctl("start");
     close(lock);
     assert_int_equal(started, 0);
+    assert_int_equal(begin_down, DELIVERY_LOG_UNAVAILABLE);
+    assert_int_equal(failed_down, DELIVERY_LOG_UNAVAILABLE);
+    assert_int_equal(ping_down, DELIVERY_LOG_UNAVAILABLE);
     assert_true(took < 3000);
+    assert_int_equal(mark_down, DELIVERY_LOG_OK);   /* queued */
+    assert_int_equal(seen_down, DELIVERY_LOG_OK);   /* from memory */
+    assert_int_equal(st_down, DELIVERY_SENT);
+    assert_int_equal(flush_down, DELIVERY_LOG_UNAVAILABLE);
+    assert_true(port.ops->durable(port.self) < port.ops->written(port.self));
+    /* The writer retries with a backoff (at most 2 s between tries). */
+    assert_int_equal(port.ops->flush(port.self, 15000), DELIVERY_LOG_OK);
+    assert_int_equal(count_sent("d@example.org"), 1);
     /* The same object works again, without being told. */
     assert_int_equal(port.ops->ping(port.self), DELIVERY_LOG_OK);
-    assert_int_equal(port.ops->mark_sent(port.self, key), DELIVERY_LOG_OK);
     assert_int_equal(port.ops->begin(port.self, key, "welcome", "d@example.org", &st),
                      DELIVERY_LOG_OK);
     assert_int_equal(st, DELIVERY_SENT);
@@ -300,10 +386,11 @@ static void test_server_down_is_unavailable_fast_then_recovers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_begin_new_is_pending_and_again_the_same),
-        cmocka_unit_test(test_mark_sent_is_seen_by_begin),
+        cmocka_unit_test(test_begin_is_pending_and_records_nothing),
+        cmocka_unit_test(test_mark_sent_is_seen_at_once_and_durable_after_flush),
+        cmocka_unit_test(test_many_marks_are_committed_and_free_flushes),
         cmocka_unit_test(test_record_attempt_counts_and_mark_failed_fails),
-        cmocka_unit_test(test_marking_an_unknown_key_is_internal),
+        cmocka_unit_test(test_a_sent_key_stays_sent),
         cmocka_unit_test(test_long_key_and_utf8_recipient_are_stored),
         cmocka_unit_test(test_server_down_is_unavailable_fast_then_recovers),
     };

@@ -2,6 +2,7 @@
  * process): offsets, DLQ with headers, tombstones, and retry that keeps the order. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,7 +37,31 @@ struct recorder {
     long seen[64];
     size_t n;
     enum notify_outcome script[64];
+    /* A write-behind store, as the delivery log is: each handled event writes one ticket;
+     * the test says what is durable and whether flush() succeeds. */
+    uint64_t written, durable;
+    bool flush_ok;
 };
+
+static uint64_t gate_ticket(void *ctx)
+{
+    return ((struct recorder *)ctx)->written;
+}
+
+static uint64_t gate_durable(void *ctx)
+{
+    return ((struct recorder *)ctx)->durable;
+}
+
+static int gate_flush(void *ctx, int timeout_ms)
+{
+    struct recorder *r = ctx;
+    (void)timeout_ms;
+    if (!r->flush_ok)
+        return -1;
+    r->durable = r->written;
+    return 0;
+}
 
 static enum notify_outcome record(void *ctx, const struct user_change *c, struct notify_report *rep)
 {
@@ -45,6 +70,7 @@ static enum notify_outcome record(void *ctx, const struct user_change *c, struct
     enum notify_outcome o = r->n < 64 ? r->script[r->n] : NOTIFY_DONE;
     if (r->n < 64)
         r->seen[r->n++] = (long)c->source.pos;
+    r->written++;
     if (o == NOTIFY_FAILED) {
         rep->failed = 1;
         snprintf(rep->reason, sizeof rep->reason, "550 mailbox unavailable");
@@ -122,7 +148,8 @@ static void produce_create(struct fixture *fx, int pos)
     produce(fx, buf, (size_t)n);
 }
 
-static struct kafka_consumer *consumer(struct fixture *fx, struct recorder *r)
+static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder *r,
+                                             const struct kafka_offset_gate *gate)
 {
     char err[256];
     static const char *const extra[] = {"log_level=3", "session.timeout.ms=6000",
@@ -135,11 +162,17 @@ static struct kafka_consumer *consumer(struct fixture *fx, struct recorder *r)
         .retry_base_ms = 50,
         .retry_max_ms = 200,
         .extra = extra,
+        .gate = gate,
     };
     struct kafka_consumer *kc = kafka_consumer_new(&cfg, record, r, NULL, err, sizeof err);
     if (kc == NULL)
         fail_msg("kafka_consumer_new: %s", err);
     return kc;
+}
+
+static struct kafka_consumer *consumer(struct fixture *fx, struct recorder *r)
+{
+    return consumer_gated(fx, r, NULL);
 }
 
 /* Polls until the handler saw want events or 20 s pass. */
@@ -303,6 +336,60 @@ static void a_restart_resumes_after_the_committed_offset(void **state)
     assert_int_equal(r2.seen[0], 300);
 }
 
+/* With a gate, an event's offset is stored only once the gate says what its handler
+ * recorded is durable; in order; and close flushes the gate first. */
+static void offsets_wait_until_the_handlers_writes_are_durable(void **state)
+{
+    struct fixture *fx = *state;
+    struct recorder r = {0};
+    r.flush_ok = true;
+    const struct kafka_offset_gate gate = {gate_ticket, gate_durable, gate_flush, &r};
+
+    produce_create(fx, 100);
+    produce_create(fx, 200);
+    produce_create(fx, 300);
+    struct kafka_consumer *kc = consumer_gated(fx, &r, &gate);
+    poll_until(kc, &r, 3);
+    assert_int_equal(r.n, 3);
+    assert_int_equal(r.written, 3);
+    /* Nothing durable: auto commit (every 1 s) has nothing to commit. */
+    for (int i = 0; i < 15; i++)
+        kafka_consumer_poll_once(kc, 100);
+    assert_true(committed(fx, TOPIC) < 0);
+    /* The first two events' writes are durable: their offsets go, not the third's. */
+    r.durable = 2;
+    for (int i = 0; i < 15; i++)
+        kafka_consumer_poll_once(kc, 100);
+    assert_int_equal(committed(fx, TOPIC), 2);
+    /* Close flushes the gate, then commits the rest. */
+    kafka_consumer_free(kc);
+    assert_int_equal(r.durable, 3);
+    assert_int_equal(committed(fx, TOPIC), 3);
+}
+
+static void a_close_whose_flush_fails_commits_only_what_is_durable(void **state)
+{
+    struct fixture *fx = *state;
+    struct recorder r = {0};
+    r.flush_ok = false;
+    const struct kafka_offset_gate gate = {gate_ticket, gate_durable, gate_flush, &r};
+
+    produce_create(fx, 100);
+    produce_create(fx, 200);
+    struct kafka_consumer *kc = consumer_gated(fx, &r, &gate);
+    poll_until(kc, &r, 2);
+    r.durable = 1;
+    kafka_consumer_free(kc);
+    assert_int_equal(committed(fx, TOPIC), 1);
+    /* A restart reads the second event again (its emails are deduped by the log). */
+    struct recorder r2 = {0};
+    kc = consumer(fx, &r2);
+    poll_until(kc, &r2, 1);
+    kafka_consumer_free(kc);
+    assert_int_equal(r2.n, 1);
+    assert_int_equal(r2.seen[0], 200);
+}
+
 int main(void)
 {
     log_init("test", LOG_ERROR);
@@ -315,6 +402,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_final_failure_goes_to_the_dlq_and_on, setup, teardown),
         cmocka_unit_test_setup_teardown(a_restart_resumes_after_the_committed_offset, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(offsets_wait_until_the_handlers_writes_are_durable, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_close_whose_flush_fails_commits_only_what_is_durable,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests_name("kafka consumer (mock cluster)", tests, NULL, NULL);
 }

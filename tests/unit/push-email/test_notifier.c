@@ -40,7 +40,7 @@ static enum mail_result fs_send(void *self, const char *from, const char *to, co
 }
 static const struct mail_sender_ops fake_sender_ops = {fs_send};
 
-/* --- fake delivery log: a small map --------------------------------------------------- */
+/* --- fake delivery log: a small map that writes `sent` behind, like the MariaDB one ----- */
 struct fake_log {
     char keys[32][512];
     enum delivery_state states[32];
@@ -48,6 +48,7 @@ struct fake_log {
     size_t n;
     bool down;
     bool fail_mark_sent;
+    uint64_t written, durable; /* tickets: mark_sent writes, flush (or a test) commits */
 };
 
 static int fl_find(struct fake_log *l, const char *key)
@@ -68,47 +69,64 @@ static enum delivery_log_err fl_begin(void *self, const char *key, const char *k
     if (l->down)
         return DELIVERY_LOG_UNAVAILABLE;
     int i = fl_find(l, key);
-    if (i < 0) {
-        i = (int)l->n++;
-        snprintf(l->keys[i], sizeof l->keys[i], "%s", key);
-        l->states[i] = DELIVERY_PENDING;
-    }
-    *state = l->states[i];
+    *state = i < 0 ? DELIVERY_PENDING : l->states[i]; /* records nothing */
     return DELIVERY_LOG_OK;
 }
 
+/* Upsert of key's state. */
 static enum delivery_log_err fl_set(struct fake_log *l, const char *key, enum delivery_state s)
 {
-    int i = fl_find(l, key);
     if (l->down)
         return DELIVERY_LOG_UNAVAILABLE;
-    assert_true(i >= 0);
-    l->states[i] = s;
+    int i = fl_find(l, key);
+    if (i < 0) {
+        assert_true(l->n < 32);
+        i = (int)l->n++;
+        snprintf(l->keys[i], sizeof l->keys[i], "%s", key);
+    }
+    if (!(l->states[i] == DELIVERY_SENT && s == DELIVERY_FAILED))
+        l->states[i] = s;
     return DELIVERY_LOG_OK;
 }
 
-static enum delivery_log_err fl_sent(void *self, const char *key)
+static enum delivery_log_err fl_sent(void *self, const char *key, const char *kind,
+                                     const char *recipient)
 {
     struct fake_log *l = self;
+    (void)kind;
+    (void)recipient;
     if (l->fail_mark_sent)
         return DELIVERY_LOG_UNAVAILABLE;
-    return fl_set(l, key, DELIVERY_SENT);
+    enum delivery_log_err e = fl_set(l, key, DELIVERY_SENT);
+    if (e == DELIVERY_LOG_OK)
+        l->written++;
+    return e;
 }
 
-static enum delivery_log_err fl_failed(void *self, const char *key, const char *error)
+static enum delivery_log_err fl_failed(void *self, const char *key, const char *kind,
+                                       const char *recipient, const char *error)
 {
+    (void)kind;
+    (void)recipient;
     (void)error;
     return fl_set(self, key, DELIVERY_FAILED);
 }
 
-static enum delivery_log_err fl_attempt(void *self, const char *key, const char *error)
+static enum delivery_log_err fl_attempt(void *self, const char *key, const char *kind,
+                                        const char *recipient, const char *error)
 {
     struct fake_log *l = self;
     (void)error;
+    enum delivery_state st = DELIVERY_PENDING;
     int i = fl_find(l, key);
     if (i >= 0)
-        l->attempts[i]++;
-    return DELIVERY_LOG_OK;
+        st = l->states[i];
+    enum delivery_log_err e = fl_set(l, key, st);
+    (void)kind;
+    (void)recipient;
+    if (e == DELIVERY_LOG_OK)
+        l->attempts[fl_find(l, key)]++;
+    return e;
 }
 
 static enum delivery_log_err fl_ping(void *self)
@@ -116,8 +134,29 @@ static enum delivery_log_err fl_ping(void *self)
     return ((struct fake_log *)self)->down ? DELIVERY_LOG_UNAVAILABLE : DELIVERY_LOG_OK;
 }
 
-static const struct delivery_log_ops fake_log_ops = {fl_begin, fl_sent, fl_failed, fl_attempt,
-                                                     fl_ping};
+static uint64_t fl_written(void *self)
+{
+    return ((struct fake_log *)self)->written;
+}
+
+static uint64_t fl_durable(void *self)
+{
+    return ((struct fake_log *)self)->durable;
+}
+
+static enum delivery_log_err fl_flush(void *self, int timeout_ms)
+{
+    struct fake_log *l = self;
+    (void)timeout_ms;
+    if (l->down)
+        return DELIVERY_LOG_UNAVAILABLE;
+    l->durable = l->written;
+    return DELIVERY_LOG_OK;
+}
+
+static const struct delivery_log_ops fake_log_ops = {
+    fl_begin, fl_sent, fl_failed, fl_attempt, fl_ping, fl_written, fl_durable, fl_flush,
+};
 
 /* --- fake templates: en complete, pt-BR only for welcome --------------------------------- */
 static const char *ft_get(void *self, const char *locale, const char *name)
@@ -255,6 +294,32 @@ static void welcome_is_sent_once_even_when_redelivered(void **state)
     assert_int_equal(rep.deduped, 1);
     assert_int_equal(rep.sent, 0);
     assert_int_equal(fx->sender.n_sent, 1);
+}
+
+/* The log writes `sent` behind: the notifier hands out its tickets so that the consumer
+ * stores an offset only once the event's marks are durable. */
+static void tickets_tell_when_the_sent_marks_are_durable(void **state)
+{
+    struct fixture *fx = *state;
+    struct notify_report rep;
+    struct user_change c = change(CHANGE_CREATE, 150);
+    c.has_after = true;
+    image(&c.after, "ana@example.com", "Ana Lima", "en");
+
+    assert_int_equal(notifier_ticket(fx->n), 0);
+    assert_true(notifier_durable(fx->n) >= notifier_ticket(fx->n));
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_DONE);
+    assert_int_equal(notifier_ticket(fx->n), 1);
+    assert_int_equal(notifier_durable(fx->n), 0); /* not committed yet */
+    fx->log.down = true;
+    assert_int_equal(notifier_flush(fx->n, 100), -1);
+    fx->log.down = false;
+    assert_int_equal(notifier_flush(fx->n, 100), 0);
+    assert_int_equal(notifier_durable(fx->n), 1);
+    /* Deduped and invisible changes write nothing: the ticket stays. */
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_DONE);
+    assert_int_equal(rep.deduped, 1);
+    assert_int_equal(notifier_ticket(fx->n), 1);
 }
 
 static void locale_falls_back_by_case_language_and_default(void **state)
@@ -399,6 +464,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(welcome_is_sent_once_even_when_redelivered, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(tickets_tell_when_the_sent_marks_are_durable, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(locale_falls_back_by_case_language_and_default, setup,
                                         teardown),

@@ -3,32 +3,45 @@
  * Rows are keyed by SHA-256(dedupe key) (BINARY(32)): a fixed-size primary key whatever
  * the key's length; the key itself is kept beside it (cut to 512 bytes) for people.
  *
- *   begin          INSERT IGNORE (one row added: a new key, PENDING), else SELECT its state
- *                  state. (Not INSERT IGNORE: it would also turn real errors into warnings.)
- *   mark_sent      state 'sent', sent_at now, last_error cleared.
- *   mark_failed    state 'failed' (a row already 'sent' stays 'sent'), attempts + 1, error.
- *   record_attempt attempts + 1, last_error.
+ *   begin          the marks not yet committed (in memory) first, then SELECT state: no row
+ *                  is PENDING. It writes nothing: most keys are new, and a write per email
+ *                  before the send would cost a commit on the path of every email.
+ *   mark_sent      WRITES BEHIND: queued in memory (begin sees it at once) and committed by
+ *                  the writer thread on its own connection, as many marks as are queued in
+ *                  one transaction (INSERT ... ON DUPLICATE KEY UPDATE state = 'sent').
+ *                  written()/durable() count marks; flush() waits for the writer. The
+ *                  consumer stores an event's offset only once its marks are durable.
+ *   mark_failed    upsert: state 'failed' (a row already 'sent' stays 'sent'), attempts + 1,
+ *                  error. Synchronous.
+ *   record_attempt upsert: attempts + 1, last_error (state stays). Synchronous.
  *
- * One connection (the consumer is single-threaded), opened lazily with db_connect and its
- * statements prepared once. On a connection-level error (db_is_connection_error) the
- * connection is closed and the call runs ONCE more on a fresh one, unless the failing
- * connection was itself fresh (the server is down: UNAVAILABLE at once). Every statement is
- * idempotent in its effect except the attempts counter, which a retry after a lost reply
- * may count twice: it is information for people, not a decision input.
+ * The caller's operations share one connection (the consumer is single-threaded), opened
+ * lazily, statements prepared once. On a connection-level error (db_is_connection_error)
+ * the connection is closed and the call runs ONCE more on a fresh one, unless the failing
+ * connection was itself fresh (the server is down: UNAVAILABLE at once). The writer keeps
+ * a batch it could not commit and tries again with a backoff until it can, or until
+ * mariadb_delivery_log_free gives up after flushing for a while (those marks are then
+ * lost: their emails would be sent again, with the same Message-ID, after a restart).
+ * Every statement is idempotent in its effect except the attempts counter, which a retry
+ * after a lost reply may count twice: it is information for people, not a decision input.
  *
  * Errors: server unreachable, connection lost twice, lock wait timeout, deadlock,
- * read-only server -> DELIVERY_LOG_UNAVAILABLE (retry later); anything else (no such row,
- * schema missing, our bug) -> DELIVERY_LOG_INTERNAL. Logged with shared/log.h; values of
- * rows are not logged (the key holds an address). */
+ * read-only server -> DELIVERY_LOG_UNAVAILABLE (retry later); anything else (schema
+ * missing, our bug) -> DELIVERY_LOG_INTERNAL. Logged with shared/log.h; values of rows are
+ * not logged (the key holds an address). */
 #include "datasources/mariadb_delivery_log.h"
 
+#include <errno.h>
 #include <mysql.h>
 #include <mysqld_error.h>
+#include <pthread.h>
 #include <sodium.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "shared/log.h"
 
@@ -38,25 +51,59 @@
 #define RECIPIENT_MAX 320
 #define ERROR_MAX     512
 
-enum stmt_id { ST_INSERT, ST_STATE, ST_SENT, ST_FAILED, ST_ATTEMPT, ST_COUNT };
+enum stmt_id { ST_STATE, ST_SENT, ST_FAILED, ST_ATTEMPT, ST_COUNT };
 
 static const char *const stmt_sql[ST_COUNT] = {
-    [ST_INSERT] = "INSERT IGNORE INTO deliveries (key_hash, dedupe_key, kind, recipient) "
-                  "VALUES (?, ?, ?, ?)",
     [ST_STATE] = "SELECT state FROM deliveries WHERE key_hash = ?",
-    [ST_SENT] = "UPDATE deliveries SET state = 'sent', sent_at = CURRENT_TIMESTAMP(6), "
-                "last_error = NULL WHERE key_hash = ?",
-    [ST_FAILED] = "UPDATE deliveries SET state = IF(state = 'sent', state, 'failed'), "
-                  "attempts = attempts + 1, last_error = ? WHERE key_hash = ?",
-    [ST_ATTEMPT] = "UPDATE deliveries SET attempts = attempts + 1, last_error = ? "
-                   "WHERE key_hash = ?",
+    [ST_SENT] = "INSERT INTO deliveries (key_hash, dedupe_key, kind, recipient, state, sent_at) "
+                "VALUES (?, ?, ?, ?, 'sent', CURRENT_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE "
+                "state = 'sent', sent_at = CURRENT_TIMESTAMP(6), last_error = NULL",
+    [ST_FAILED] = "INSERT INTO deliveries (key_hash, dedupe_key, kind, recipient, state, attempts, "
+                  "last_error) VALUES (?, ?, ?, ?, 'failed', 1, ?) ON DUPLICATE KEY UPDATE "
+                  "state = IF(state = 'sent', state, 'failed'), attempts = attempts + 1, "
+                  "last_error = VALUES(last_error)",
+    [ST_ATTEMPT] = "INSERT INTO deliveries (key_hash, dedupe_key, kind, recipient, attempts, "
+                   "last_error) VALUES (?, ?, ?, ?, 1, ?) ON DUPLICATE KEY UPDATE "
+                   "attempts = attempts + 1, last_error = VALUES(last_error)",
 };
+
+/* One connection and its prepared statements. */
+struct conn {
+    MYSQL *db;                  /* NULL while closed; owned */
+    MYSQL_STMT *stmt[ST_COUNT]; /* prepared on first use; owned, closed with db */
+    bool manual_commit;         /* autocommit turned off (the writer's) */
+};
+
+/* A `sent` mark waiting for the writer. */
+struct mark {
+    struct mark *next;
+    uint64_t ticket;
+    unsigned char hash[HASH_LEN];
+    char key[KEY_MAX + 1];
+    char kind[KIND_MAX + 1];
+    char recipient[RECIPIENT_MAX + 1];
+};
+
+#define WRITER_BATCH_MAX  256 /* marks per transaction */
+#define WRITER_BACKOFF_MS 100
+#define WRITER_BACKOFF_MAX_MS 2000
+#define FREE_FLUSH_MS 10000 /* how long free() lets the writer finish */
 
 struct mariadb_delivery_log {
     struct db_config cfg; /* strings point into the copies below */
     char *host, *user, *password, *database;
-    MYSQL *db;                  /* NULL while closed; owned */
-    MYSQL_STMT *stmt[ST_COUNT]; /* prepared on first use; owned, closed with db */
+    struct conn caller; /* the caller's thread */
+    struct conn writer; /* the writer thread's */
+
+    pthread_mutex_t mu;
+    pthread_cond_t wake;     /* writer: marks queued, or stop */
+    pthread_cond_t progress; /* flush(): durable moved */
+    struct mark *queued, **queued_tail; /* FIFO, not yet taken by the writer */
+    struct mark *inflight;              /* taken by the writer, being committed */
+    uint64_t written, durable;
+    bool stop;
+    bool writer_started;
+    pthread_t writer_thread;
 };
 
 /* Outcome of one attempt of an operation. */
@@ -142,31 +189,32 @@ static void bind_bytes(MYSQL_BIND *b, const void *p, unsigned long *len)
 
 /* ---------------------------------------------------------------- connection -- */
 
-static void conn_close(struct mariadb_delivery_log *l)
+static void conn_close(struct conn *c)
 {
     for (int i = ST_COUNT - 1; i >= 0; i--) {
-        if (l->stmt[i] != NULL) {
-            mysql_stmt_close(l->stmt[i]);
-            l->stmt[i] = NULL;
+        if (c->stmt[i] != NULL) {
+            mysql_stmt_close(c->stmt[i]);
+            c->stmt[i] = NULL;
         }
     }
-    if (l->db != NULL) {
-        mysql_close(l->db);
-        l->db = NULL;
+    if (c->db != NULL) {
+        mysql_close(c->db);
+        c->db = NULL;
     }
+    c->manual_commit = false;
 }
 
 /* Opens the connection when closed. *fresh = opened now. */
-static enum delivery_log_err conn_ready(struct mariadb_delivery_log *l, int *fresh)
+static enum delivery_log_err conn_ready(const struct db_config *cfg, struct conn *c, int *fresh)
 {
     char err[512];
 
     *fresh = 0;
-    if (l->db != NULL) {
+    if (c->db != NULL) {
         return DELIVERY_LOG_OK;
     }
-    l->db = db_connect(&l->cfg, true, err, sizeof err);
-    if (l->db == NULL) {
+    c->db = db_connect(cfg, true, err, sizeof err);
+    if (c->db == NULL) {
         log_write(LOG_ERROR, "delivery log db unavailable", "error", err, NULL);
         return DELIVERY_LOG_UNAVAILABLE;
     }
@@ -175,14 +223,14 @@ static enum delivery_log_err conn_ready(struct mariadb_delivery_log *l, int *fre
 }
 
 /* The prepared statement id of the open connection (prepared now when needed). */
-static MYSQL_STMT *conn_stmt(struct mariadb_delivery_log *l, enum stmt_id id, struct step *s)
+static MYSQL_STMT *conn_stmt(struct conn *c, enum stmt_id id, struct step *s)
 {
-    MYSQL_STMT *st = l->stmt[id];
+    MYSQL_STMT *st = c->stmt[id];
 
     if (st != NULL) {
         return st;
     }
-    st = mysql_stmt_init(l->db);
+    st = mysql_stmt_init(c->db);
     if (st == NULL) {
         s->err = DELIVERY_LOG_INTERNAL;
         return NULL;
@@ -192,17 +240,15 @@ static MYSQL_STMT *conn_stmt(struct mariadb_delivery_log *l, enum stmt_id id, st
         mysql_stmt_close(st);
         return NULL;
     }
-    l->stmt[id] = st;
+    c->stmt[id] = st;
     return st;
 }
 
-/* Executes statement id with params; *matched = rows matched (UPDATE) or added (INSERT
- * IGNORE: 0 when the key was there). */
-static struct step exec_stmt(struct mariadb_delivery_log *l, enum stmt_id id, const char *op,
-                             MYSQL_BIND *params, unsigned long long *matched)
+/* Executes statement id with params. */
+static struct step exec_stmt(struct conn *c, enum stmt_id id, const char *op, MYSQL_BIND *params)
 {
     struct step s = {DELIVERY_LOG_OK, 0};
-    MYSQL_STMT *st = conn_stmt(l, id, &s);
+    MYSQL_STMT *st = conn_stmt(c, id, &s);
 
     if (st == NULL) {
         return s;
@@ -210,9 +256,25 @@ static struct step exec_stmt(struct mariadb_delivery_log *l, enum stmt_id id, co
     if (mysql_stmt_bind_param(st, params) != 0 || mysql_stmt_execute(st) != 0) {
         return stmt_failure(op, st);
     }
-    if (matched != NULL) {
-        *matched = (unsigned long long)mysql_stmt_affected_rows(st);
+    return s;
+}
+
+/* A failed mysql_* call on the connection itself (not a statement). */
+static struct step conn_failure(const char *op, MYSQL *db)
+{
+    struct step s = {DELIVERY_LOG_INTERNAL, 0};
+    unsigned e = mysql_errno(db);
+    char num[16];
+
+    if (db_is_connection_error(e)) {
+        s.err = DELIVERY_LOG_UNAVAILABLE;
+        s.lost = 1;
+    } else if (is_transient_error(e)) {
+        s.err = DELIVERY_LOG_UNAVAILABLE;
     }
+    snprintf(num, sizeof num, "%u", e);
+    log_write(LOG_ERROR, "delivery log db error", "op", op, "errno", num, "error", mysql_error(db),
+              NULL);
     return s;
 }
 
@@ -228,14 +290,25 @@ struct args {
     enum delivery_state state; /* out of begin */
 };
 
-typedef struct step (*op_fn)(struct mariadb_delivery_log *l, struct args *a);
+typedef struct step (*op_fn)(struct conn *c, struct args *a);
 
-static struct step op_begin(struct mariadb_delivery_log *l, struct args *a)
+/* Binds hash, key, kind, recipient into p[0..3]; lens[0..2] receive the cut lengths. */
+static void bind_row(MYSQL_BIND p[4], const unsigned char *hash, unsigned long *hash_len,
+                     const char *key, const char *kind, const char *recipient,
+                     unsigned long lens[3])
 {
-    MYSQL_BIND p[4], r;
-    unsigned long key_len = utf8_cut(a->key, KEY_MAX);
-    unsigned long kind_len = utf8_cut(a->kind, KIND_MAX);
-    unsigned long rcpt_len = utf8_cut(a->recipient, RECIPIENT_MAX);
+    lens[0] = utf8_cut(key, KEY_MAX);
+    lens[1] = utf8_cut(kind, KIND_MAX);
+    lens[2] = utf8_cut(recipient, RECIPIENT_MAX);
+    bind_bytes(&p[0], hash, hash_len);
+    bind_bytes(&p[1], key, &lens[0]);
+    bind_bytes(&p[2], kind, &lens[1]);
+    bind_bytes(&p[3], recipient, &lens[2]);
+}
+
+static struct step op_begin(struct conn *c, struct args *a)
+{
+    MYSQL_BIND p[1], r;
     char state[16];
     unsigned long state_len = 0;
     my_bool is_null = 0;
@@ -244,24 +317,11 @@ static struct step op_begin(struct mariadb_delivery_log *l, struct args *a)
     int frc;
 
     bind_bytes(&p[0], a->hash, &a->hash_len);
-    bind_bytes(&p[1], a->key, &key_len);
-    bind_bytes(&p[2], a->kind, &kind_len);
-    bind_bytes(&p[3], a->recipient, &rcpt_len);
-    unsigned long long added = 0;
-    s = exec_stmt(l, ST_INSERT, "begin insert", p, &added);
+    s = exec_stmt(c, ST_STATE, "begin select", p);
     if (s.err != DELIVERY_LOG_OK) {
         return s;
     }
-    if (added == 1) {
-        /* The key is new: pending, and one round trip saved (most keys are new). */
-        a->state = DELIVERY_PENDING;
-        return s;
-    }
-    s = exec_stmt(l, ST_STATE, "begin select", p, NULL);
-    if (s.err != DELIVERY_LOG_OK) {
-        return s;
-    }
-    st = l->stmt[ST_STATE];
+    st = c->stmt[ST_STATE];
     memset(&r, 0, sizeof r);
     r.buffer_type = MYSQL_TYPE_STRING;
     r.buffer = state;
@@ -276,8 +336,12 @@ static struct step op_begin(struct mariadb_delivery_log *l, struct args *a)
     if (frc == 1) {
         return stmt_failure("begin fetch", st);
     }
-    if (frc == MYSQL_NO_DATA || is_null || state_len >= sizeof state) {
-        log_write(LOG_ERROR, "delivery log: row vanished after insert", NULL);
+    a->state = DELIVERY_PENDING;
+    if (frc == MYSQL_NO_DATA) {
+        return s; /* never recorded: not sent */
+    }
+    if (is_null || state_len >= sizeof state) {
+        log_write(LOG_ERROR, "delivery log: unexpected state value", NULL);
         s.err = DELIVERY_LOG_INTERNAL;
         return s;
     }
@@ -286,83 +350,59 @@ static struct step op_begin(struct mariadb_delivery_log *l, struct args *a)
         a->state = DELIVERY_SENT;
     } else if (strcmp(state, "failed") == 0) {
         a->state = DELIVERY_FAILED;
-    } else {
-        a->state = DELIVERY_PENDING;
     }
     return s;
 }
 
-/* An UPDATE of one row by key: no such row is the caller's bug (begin comes first). */
-static struct step update_one(struct mariadb_delivery_log *l, enum stmt_id id, const char *op,
-                              MYSQL_BIND *p)
+static struct step op_with_error(struct conn *c, struct args *a, enum stmt_id id, const char *op)
 {
-    unsigned long long matched = 0;
-    struct step s = exec_stmt(l, id, op, p, &matched);
-
-    if (s.err == DELIVERY_LOG_OK && matched == 0) {
-        log_write(LOG_ERROR, "delivery log: no row for key (begin not called?)", "op", op, NULL);
-        s.err = DELIVERY_LOG_INTERNAL;
-    }
-    return s;
-}
-
-static struct step op_sent(struct mariadb_delivery_log *l, struct args *a)
-{
-    MYSQL_BIND p[1];
-
-    bind_bytes(&p[0], a->hash, &a->hash_len);
-    return update_one(l, ST_SENT, "mark_sent", p);
-}
-
-static struct step op_with_error(struct mariadb_delivery_log *l, struct args *a, enum stmt_id id,
-                                 const char *op)
-{
-    MYSQL_BIND p[2];
+    MYSQL_BIND p[5];
+    unsigned long lens[3];
     unsigned long err_len = (unsigned long)strlen(a->error);
 
-    bind_bytes(&p[0], a->error, &err_len);
-    bind_bytes(&p[1], a->hash, &a->hash_len);
-    return update_one(l, id, op, p);
+    bind_row(p, a->hash, &a->hash_len, a->key, a->kind, a->recipient, lens);
+    bind_bytes(&p[4], a->error, &err_len);
+    return exec_stmt(c, id, op, p);
 }
 
-static struct step op_failed(struct mariadb_delivery_log *l, struct args *a)
+static struct step op_failed(struct conn *c, struct args *a)
 {
-    return op_with_error(l, a, ST_FAILED, "mark_failed");
+    return op_with_error(c, a, ST_FAILED, "mark_failed");
 }
 
-static struct step op_attempt(struct mariadb_delivery_log *l, struct args *a)
+static struct step op_attempt(struct conn *c, struct args *a)
 {
-    return op_with_error(l, a, ST_ATTEMPT, "record_attempt");
+    return op_with_error(c, a, ST_ATTEMPT, "record_attempt");
 }
 
-static struct step op_ping(struct mariadb_delivery_log *l, struct args *a)
+static struct step op_ping(struct conn *c, struct args *a)
 {
     struct step s = {DELIVERY_LOG_OK, 0};
     (void)a;
 
-    if (mysql_ping(l->db) != 0) {
+    if (mysql_ping(c->db) != 0) {
         s.err = DELIVERY_LOG_UNAVAILABLE;
         s.lost = 1;
     }
     return s;
 }
 
-/* Runs fn on a ready connection, once more on a fresh one after a lost connection. */
+/* Runs fn on the caller's connection, once more on a fresh one after a lost connection. */
 static enum delivery_log_err run(struct mariadb_delivery_log *l, op_fn fn, struct args *a)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
         int fresh = 0;
-        enum delivery_log_err e = conn_ready(l, &fresh);
+        enum delivery_log_err e = conn_ready(&l->cfg, &l->caller, &fresh);
         struct step s;
 
         if (e != DELIVERY_LOG_OK) {
             return e;
         }
-        s = fn(l, a);
+        s = fn(&l->caller, a);
         if (!s.lost) {
             return s.err;
         }
-        conn_close(l);
+        conn_close(&l->caller);
         if (fresh) {
             return s.err; /* a brand-new connection broke: the server is going down */
         }
@@ -370,52 +410,101 @@ static enum delivery_log_err run(struct mariadb_delivery_log *l, op_fn fn, struc
     return DELIVERY_LOG_UNAVAILABLE;
 }
 
-static void args_init(struct args *a, const char *key)
+static void args_init(struct args *a, const char *key, const char *kind, const char *recipient)
 {
     memset(a, 0, sizeof *a);
     crypto_hash_sha256(a->hash, (const unsigned char *)key, strlen(key));
     a->hash_len = HASH_LEN;
     a->key = key;
+    a->kind = kind != NULL ? kind : "";
+    a->recipient = recipient != NULL ? recipient : "";
+}
+
+/* True when a mark for hash is queued or being committed. Caller holds l->mu. */
+static bool mark_pending_locked(const struct mariadb_delivery_log *l, const unsigned char *hash)
+{
+    for (const struct mark *m = l->inflight; m != NULL; m = m->next) {
+        if (memcmp(m->hash, hash, HASH_LEN) == 0) {
+            return true;
+        }
+    }
+    for (const struct mark *m = l->queued; m != NULL; m = m->next) {
+        if (memcmp(m->hash, hash, HASH_LEN) == 0) {
+            return true;
+        }
+    }
+    return false;
 }
 
 static enum delivery_log_err log_begin(void *self, const char *key, const char *kind,
                                        const char *recipient, enum delivery_state *state)
 {
+    struct mariadb_delivery_log *l = self;
     struct args a;
     enum delivery_log_err e;
+    bool pending;
 
-    args_init(&a, key);
-    a.kind = kind != NULL ? kind : "";
-    a.recipient = recipient != NULL ? recipient : "";
-    e = run(self, op_begin, &a);
+    args_init(&a, key, kind, recipient);
+    pthread_mutex_lock(&l->mu);
+    pending = mark_pending_locked(l, a.hash);
+    pthread_mutex_unlock(&l->mu);
+    if (pending) {
+        *state = DELIVERY_SENT; /* sent; its mark is on its way to the table */
+        return DELIVERY_LOG_OK;
+    }
+    e = run(l, op_begin, &a);
     if (e == DELIVERY_LOG_OK) {
         *state = a.state;
     }
     return e;
 }
 
-static enum delivery_log_err log_mark_sent(void *self, const char *key)
+/* Copies s into dst (size cap + 1), cut at a UTF-8 boundary. */
+static void copy_cut(char *dst, const char *s, size_t cap)
 {
-    struct args a;
-
-    args_init(&a, key);
-    return run(self, op_sent, &a);
+    unsigned long n = utf8_cut(s != NULL ? s : "", cap);
+    memcpy(dst, s != NULL ? s : "", n);
+    dst[n] = '\0';
 }
 
-static enum delivery_log_err log_mark_failed(void *self, const char *key, const char *error)
+static enum delivery_log_err log_mark_sent(void *self, const char *key, const char *kind,
+                                           const char *recipient)
+{
+    struct mariadb_delivery_log *l = self;
+    struct mark *m = calloc(1, sizeof *m);
+
+    if (m == NULL) {
+        return DELIVERY_LOG_UNAVAILABLE;
+    }
+    crypto_hash_sha256(m->hash, (const unsigned char *)key, strlen(key));
+    copy_cut(m->key, key, KEY_MAX);
+    copy_cut(m->kind, kind, KIND_MAX);
+    copy_cut(m->recipient, recipient, RECIPIENT_MAX);
+    pthread_mutex_lock(&l->mu);
+    m->ticket = ++l->written;
+    *l->queued_tail = m;
+    l->queued_tail = &m->next;
+    pthread_cond_signal(&l->wake);
+    pthread_mutex_unlock(&l->mu);
+    return DELIVERY_LOG_OK;
+}
+
+static enum delivery_log_err log_mark_failed(void *self, const char *key, const char *kind,
+                                             const char *recipient, const char *error)
 {
     struct args a;
 
-    args_init(&a, key);
+    args_init(&a, key, kind, recipient);
     error_text(error, a.error);
     return run(self, op_failed, &a);
 }
 
-static enum delivery_log_err log_record_attempt(void *self, const char *key, const char *error)
+static enum delivery_log_err log_record_attempt(void *self, const char *key, const char *kind,
+                                                const char *recipient, const char *error)
 {
     struct args a;
 
-    args_init(&a, key);
+    args_init(&a, key, kind, recipient);
     error_text(error, a.error);
     return run(self, op_attempt, &a);
 }
@@ -428,13 +517,178 @@ static enum delivery_log_err log_ping(void *self)
     return run(self, op_ping, &a);
 }
 
+static uint64_t log_written(void *self)
+{
+    struct mariadb_delivery_log *l = self;
+    pthread_mutex_lock(&l->mu);
+    uint64_t v = l->written;
+    pthread_mutex_unlock(&l->mu);
+    return v;
+}
+
+static uint64_t log_durable(void *self)
+{
+    struct mariadb_delivery_log *l = self;
+    pthread_mutex_lock(&l->mu);
+    uint64_t v = l->durable;
+    pthread_mutex_unlock(&l->mu);
+    return v;
+}
+
+static void deadline_in(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static enum delivery_log_err log_flush(void *self, int timeout_ms)
+{
+    struct mariadb_delivery_log *l = self;
+    struct timespec until;
+    enum delivery_log_err e = DELIVERY_LOG_OK;
+
+    deadline_in(&until, timeout_ms > 0 ? timeout_ms : 0);
+    pthread_mutex_lock(&l->mu);
+    uint64_t want = l->written;
+    while (l->durable < want) {
+        if (pthread_cond_timedwait(&l->progress, &l->mu, &until) == ETIMEDOUT) {
+            e = l->durable < want ? DELIVERY_LOG_UNAVAILABLE : DELIVERY_LOG_OK;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+    return e;
+}
+
 static const struct delivery_log_ops mariadb_delivery_log_ops = {
     .begin = log_begin,
     .mark_sent = log_mark_sent,
     .mark_failed = log_mark_failed,
     .record_attempt = log_record_attempt,
     .ping = log_ping,
+    .written = log_written,
+    .durable = log_durable,
+    .flush = log_flush,
 };
+
+/* ---------------------------------------------------------------- writer -- */
+
+/* Commits marks (a list) in one transaction on the writer's connection. */
+static struct step write_batch(struct mariadb_delivery_log *l, const struct mark *marks)
+{
+    struct step s = {DELIVERY_LOG_OK, 0};
+    struct conn *c = &l->writer;
+    int fresh = 0;
+
+    s.err = conn_ready(&l->cfg, c, &fresh);
+    if (s.err != DELIVERY_LOG_OK) {
+        return s;
+    }
+    if (!c->manual_commit) {
+        if (mysql_autocommit(c->db, 0) != 0) {
+            return conn_failure("writer autocommit", c->db);
+        }
+        c->manual_commit = true;
+    }
+    for (const struct mark *m = marks; m != NULL; m = m->next) {
+        MYSQL_BIND p[4];
+        unsigned long lens[3];
+        unsigned long hash_len = HASH_LEN;
+
+        bind_row(p, m->hash, &hash_len, m->key, m->kind, m->recipient, lens);
+        s = exec_stmt(c, ST_SENT, "mark_sent", p);
+        if (s.err != DELIVERY_LOG_OK) {
+            if (!s.lost) {
+                (void)mysql_rollback(c->db);
+            }
+            return s;
+        }
+    }
+    if (mysql_commit(c->db) != 0) {
+        return conn_failure("writer commit", c->db);
+    }
+    return s;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct mariadb_delivery_log *l = arg;
+    unsigned backoff = 0;
+
+    (void)mysql_thread_init();
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (l->inflight == NULL && l->queued == NULL && !l->stop) {
+            pthread_cond_wait(&l->wake, &l->mu);
+        }
+        if (l->inflight == NULL && l->queued == NULL) {
+            break; /* stop, and nothing left */
+        }
+        if (l->inflight == NULL) {
+            /* Take up to WRITER_BATCH_MAX marks off the queue. */
+            struct mark **cut = &l->queued;
+            for (size_t n = 0; *cut != NULL && n < WRITER_BATCH_MAX; n++) {
+                cut = &(*cut)->next;
+            }
+            l->inflight = l->queued;
+            l->queued = *cut;
+            *cut = NULL;
+            if (l->queued == NULL) {
+                l->queued_tail = &l->queued;
+            }
+        }
+        struct mark *batch = l->inflight;
+        pthread_mutex_unlock(&l->mu);
+
+        struct step s = write_batch(l, batch);
+        if (s.lost) {
+            conn_close(&l->writer);
+        }
+
+        pthread_mutex_lock(&l->mu);
+        if (s.err == DELIVERY_LOG_OK) {
+            uint64_t last = 0;
+            while (l->inflight != NULL) {
+                struct mark *m = l->inflight;
+                l->inflight = m->next;
+                last = m->ticket;
+                explicit_bzero(m, sizeof *m); /* it held an address */
+                free(m);
+            }
+            l->durable = last;
+            backoff = 0;
+            pthread_cond_broadcast(&l->progress);
+            continue;
+        }
+        /* Keep the batch and try again after a backoff, unless free() has given up
+         * waiting (it sets stop only after its flush deadline). */
+        if (l->stop) {
+            break;
+        }
+        backoff = backoff == 0 ? WRITER_BACKOFF_MS
+                               : (backoff * 2 > WRITER_BACKOFF_MAX_MS ? WRITER_BACKOFF_MAX_MS
+                                                                      : backoff * 2);
+        pthread_mutex_unlock(&l->mu);
+        sleep_ms(backoff);
+        pthread_mutex_lock(&l->mu);
+    }
+    pthread_mutex_unlock(&l->mu);
+    conn_close(&l->writer);
+    mysql_thread_end();
+    return NULL;
+}
 
 /* ---------------------------------------------------------------- lifetime -- */
 
@@ -455,6 +709,10 @@ struct mariadb_delivery_log *mariadb_delivery_log_new(const struct db_config *cf
     if (l == NULL) {
         return NULL;
     }
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->wake, NULL);
+    pthread_cond_init(&l->progress, NULL);
+    l->queued_tail = &l->queued;
     l->cfg = *cfg;
     l->host = dup_or_empty(cfg->host);
     l->user = dup_or_empty(cfg->user);
@@ -468,16 +726,51 @@ struct mariadb_delivery_log *mariadb_delivery_log_new(const struct db_config *cf
     l->cfg.user = l->user;
     l->cfg.password = l->password;
     l->cfg.database = l->database;
+    if (pthread_create(&l->writer_thread, NULL, writer_main, l) != 0) {
+        mariadb_delivery_log_free(l);
+        return NULL;
+    }
+    l->writer_started = true;
     return l;
 }
 
-/* Closes the connection and frees l (NULL is fine). */
+/* Lets the writer commit what is queued (for up to FREE_FLUSH_MS), stops it, closes the
+ * connections and frees l (NULL is fine). */
 void mariadb_delivery_log_free(struct mariadb_delivery_log *l)
 {
     if (l == NULL) {
         return;
     }
-    conn_close(l);
+    if (l->writer_started) {
+        if (log_flush(l, FREE_FLUSH_MS) != DELIVERY_LOG_OK) {
+            char n[24];
+            pthread_mutex_lock(&l->mu);
+            snprintf(n, sizeof n, "%llu", (unsigned long long)(l->written - l->durable));
+            pthread_mutex_unlock(&l->mu);
+            log_write(LOG_ERROR, "delivery log: sent marks not committed at exit (their emails "
+                      "may be sent again after a restart)", "marks", n, NULL);
+        }
+        pthread_mutex_lock(&l->mu);
+        l->stop = true; /* the writer gives up on a failing batch now */
+        l->writer_started = false;
+        pthread_cond_signal(&l->wake);
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(l->writer_thread, NULL);
+    }
+    struct mark *left[2] = {l->inflight, l->queued};
+    for (size_t i = 0; i < 2; i++) {
+        while (left[i] != NULL) {
+            struct mark *m = left[i];
+            left[i] = m->next;
+            explicit_bzero(m, sizeof *m);
+            free(m);
+        }
+    }
+    conn_close(&l->caller);
+    conn_close(&l->writer);
+    pthread_cond_destroy(&l->progress);
+    pthread_cond_destroy(&l->wake);
+    pthread_mutex_destroy(&l->mu);
     if (l->password != NULL) {
         explicit_bzero(l->password, strlen(l->password));
     }

@@ -5,10 +5,16 @@
  * its outcome recorded. A transient failure stops the event: the caller retries it later,
  * and the emails already sent are then skipped by the log. The one window left is a crash
  * between the SMTP server accepting a message and the log recording it: the email is then
- * sent again on retry, with the same Message-ID, which lets mail systems drop the copy. */
+ * sent again on retry, with the same Message-ID, which lets mail systems drop the copy.
+ *
+ * The log may write behind (the MariaDB adapter commits `sent` marks on its own thread, in
+ * groups): the caller stores an event's offset only once notifier_durable() has reached
+ * the notifier_ticket() it read after the event, so a crash loses no mark that an offset
+ * relies on; the window above becomes "accepted by SMTP, mark not yet committed". */
 #include "interactors/notifier.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,7 +314,8 @@ enum notify_outcome notifier_handle(struct notifier *n, const struct user_change
                                                  data, len, err, sizeof err);
         free(data);
         if (r == MAIL_SENT) {
-            if (n->log.ops->mark_sent(n->log.self, note->dedupe_key) != DELIVERY_LOG_OK) {
+            if (n->log.ops->mark_sent(n->log.self, note->dedupe_key, kind, note->recipient) !=
+                DELIVERY_LOG_OK) {
                 report->sent++;
                 snprintf(report->reason, sizeof report->reason,
                          "sent, but the delivery log could not record it");
@@ -319,14 +326,16 @@ enum notify_outcome notifier_handle(struct notifier *n, const struct user_change
             continue;
         }
         if (r == MAIL_TRANSIENT) {
-            (void)n->log.ops->record_attempt(n->log.self, note->dedupe_key, err);
+            (void)n->log.ops->record_attempt(n->log.self, note->dedupe_key, kind, note->recipient,
+                                             err);
             report->transient++;
             snprintf(report->reason, sizeof report->reason, "%s: %.200s", kind, err);
             outcome = NOTIFY_RETRY;
             goto out;
         }
     permanent:
-        if (n->log.ops->mark_failed(n->log.self, note->dedupe_key, err) != DELIVERY_LOG_OK) {
+        if (n->log.ops->mark_failed(n->log.self, note->dedupe_key, kind, note->recipient, err) !=
+            DELIVERY_LOG_OK) {
             report->transient++;
             snprintf(report->reason, sizeof report->reason, "delivery log unavailable");
             outcome = NOTIFY_RETRY;
@@ -338,4 +347,21 @@ enum notify_outcome notifier_handle(struct notifier *n, const struct user_change
     }
 out:
     return outcome;
+}
+
+uint64_t notifier_ticket(const struct notifier *n)
+{
+    return n->log.ops->written != NULL ? n->log.ops->written(n->log.self) : 0;
+}
+
+uint64_t notifier_durable(const struct notifier *n)
+{
+    return n->log.ops->durable != NULL ? n->log.ops->durable(n->log.self) : UINT64_MAX;
+}
+
+int notifier_flush(const struct notifier *n, int timeout_ms)
+{
+    if (n->log.ops->flush == NULL)
+        return 0;
+    return n->log.ops->flush(n->log.self, timeout_ms) == DELIVERY_LOG_OK ? 0 : -1;
 }

@@ -3,6 +3,7 @@
 #define PUSH_EMAIL_INTERACTORS_NOTIFIER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "entities/user_change.h"
 #include "repositories/delivery_log.h"
@@ -39,5 +40,13 @@ void notifier_free(struct notifier *n);
 
 enum notify_outcome notifier_handle(struct notifier *n, const struct user_change *c,
                                     struct notify_report *report);
+
+/* Write-behind of the delivery log (see delivery_log.h): a ticket for what the events
+ * handled so far recorded, the highest ticket that is durable, and a bounded wait until
+ * everything is (0, or -1 when it is not within timeout_ms). With a log that writes
+ * through, the ticket is always durable. */
+uint64_t notifier_ticket(const struct notifier *n);
+uint64_t notifier_durable(const struct notifier *n);
+int notifier_flush(const struct notifier *n, int timeout_ms);
 
 #endif

@@ -4,9 +4,10 @@
 #define PUSH_EMAIL_REPOSITORIES_DELIVERY_LOG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 enum delivery_state {
-    DELIVERY_PENDING, /* recorded, not yet sent (new, or earlier attempts failed transiently) */
+    DELIVERY_PENDING, /* not sent yet (never tried, or earlier attempts failed transiently) */
     DELIVERY_SENT,
     DELIVERY_FAILED, /* finally failed (permanent error) */
 };
@@ -18,15 +19,28 @@ enum delivery_log_err {
 };
 
 struct delivery_log_ops {
-    /* Records key as pending unless it exists, and tells its state. kind and recipient
-     * are stored beside the key for people reading the log. */
+    /* Tells key's state: SENT or FAILED when an earlier delivery recorded so, else PENDING
+     * (never tried, or tried and failed transiently). It records nothing. */
     enum delivery_log_err (*begin)(void *self, const char *key, const char *kind,
                                    const char *recipient, enum delivery_state *state);
-    enum delivery_log_err (*mark_sent)(void *self, const char *key);
-    enum delivery_log_err (*mark_failed)(void *self, const char *key, const char *error);
-    /* Counts one failed attempt (transient) with its error. */
-    enum delivery_log_err (*record_attempt)(void *self, const char *key, const char *error);
+    /* Records that key was sent. May write behind: begin() sees it at once, but it is
+     * durable only once durable() has reached written() as read after this call. */
+    enum delivery_log_err (*mark_sent)(void *self, const char *key, const char *kind,
+                                       const char *recipient);
+    /* Records key as finally failed (a key already sent stays sent), durable on return. */
+    enum delivery_log_err (*mark_failed)(void *self, const char *key, const char *kind,
+                                         const char *recipient, const char *error);
+    /* Counts one failed attempt (transient) with its error, durable on return. */
+    enum delivery_log_err (*record_attempt)(void *self, const char *key, const char *kind,
+                                            const char *recipient, const char *error);
     enum delivery_log_err (*ping)(void *self);
+    /* Write-behind bookkeeping; all three NULL when every call is durable on return.
+     * written: a ticket for everything recorded so far (grows by one per mark_sent).
+     * durable: the highest ticket that is committed. flush: waits up to timeout_ms until
+     * durable() == written(); DELIVERY_LOG_UNAVAILABLE when it is not by then. */
+    uint64_t (*written)(void *self);
+    uint64_t (*durable)(void *self);
+    enum delivery_log_err (*flush)(void *self, int timeout_ms);
 };
 
 struct delivery_log {

@@ -7,6 +7,11 @@
  * commits the rest. A crash re-delivers at most the events after the last commit; the
  * delivery log makes those send nothing twice.
  *
+ * The handler may record its effects behind (the delivery log commits `sent` marks on its
+ * own thread): with a gate, an event's offset waits in a FIFO with the gate's ticket until
+ * the gate says that ticket is durable, so a stored offset never relies on a mark a crash
+ * could lose. Before a revoke's commit and at close the gate is flushed first.
+ *
  * Retry: a transient failure pauses the event's partition and seeks it back to the event
  * (the seek purges anything prefetched after it), so nothing behind it overtakes it; the
  * partition resumes after an exponential backoff with jitter, and polling (heartbeats,
@@ -29,6 +34,16 @@
 #define SEEK_TIMEOUT_MS 5000
 #define DLQ_FLUSH_MS    10000
 #define ALIVE_AFTER_S   30
+#define WAITING_MAX     8192  /* events done whose offsets wait for the gate */
+#define GATE_FLUSH_MS   10000 /* revoke, close: how long to wait for the gate */
+#define GATE_FULL_MS    1000  /* a full FIFO: how long to wait before pausing instead */
+
+/* An event done whose offset is stored once the gate has reached its ticket. */
+struct waiting_offset {
+    int32_t partition;
+    int64_t next_offset; /* the event's offset + 1 */
+    uint64_t ticket;
+};
 
 /* Retry state of one partition of the topic. */
 struct partition_state {
@@ -48,6 +63,9 @@ struct kafka_consumer {
     kafka_event_handler handler;
     void *handler_ctx;
     struct partition_state parts[MAX_PARTITIONS];
+    struct kafka_offset_gate gate; /* all NULL without a gate */
+    struct waiting_offset *waiting; /* ring of WAITING_MAX, oldest at waiting_head */
+    size_t waiting_head, waiting_len;
     atomic_llong last_poll_s;
     /* DLQ delivery report of the message in flight */
     volatile int dlq_done;
@@ -55,7 +73,7 @@ struct kafka_consumer {
     struct metric_counter *m_events_done, *m_events_failed, *m_events_malformed,
         *m_events_tombstone, *m_events_retry;
     struct metric_counter *m_sent, *m_deduped, *m_failed, *m_retries, *m_dlq;
-    struct metric_gauge *m_lag, *m_paused;
+    struct metric_gauge *m_lag, *m_paused, *m_waiting;
 };
 
 static int64_t now_ms(void)
@@ -91,6 +109,9 @@ static void reset_partitions(struct kafka_consumer *kc, const rd_kafka_topic_par
     }
 }
 
+static int flush_waiting(struct kafka_consumer *kc, int timeout_ms);
+static void drop_waiting(struct kafka_consumer *kc, const rd_kafka_topic_partition_list_t *list);
+
 /* Cooperative-sticky when configured (incremental), eager otherwise. */
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *partitions, void *opaque)
@@ -112,7 +133,11 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             ret = rd_kafka_assign(rk, partitions);
     } else {
         log_write(LOG_INFO, "partitions revoked", "count", n, NULL);
-        /* Commit what is done before another member takes these partitions over. */
+        /* Store what is durable (waiting for the delivery log first) and commit it before
+         * another member takes these partitions over. */
+        if (flush_waiting(kc, GATE_FLUSH_MS) != 0)
+            log_write(LOG_WARN, "revoke: some offsets still wait for the delivery log", NULL);
+        drop_waiting(kc, partitions);
         (void)rd_kafka_commit(rk, NULL, 0);
         reset_partitions(kc, partitions);
         if (cooperative)
@@ -216,6 +241,10 @@ static void register_metrics(struct kafka_consumer *kc, struct metrics *m)
                               "Messages behind the end of the assigned partitions", NULL);
     kc->m_paused = metrics_gauge(m, "push_email_paused_partitions",
                                  "Partitions paused waiting to retry", NULL);
+    kc->m_waiting = metrics_gauge(m, "push_email_offsets_waiting",
+                                  "Events done whose offsets wait for their delivery-log "
+                                  "marks to be committed",
+                                  NULL);
 }
 
 struct kafka_consumer *kafka_consumer_new(const struct kafka_consumer_config *cfg,
@@ -238,11 +267,14 @@ struct kafka_consumer *kafka_consumer_new(const struct kafka_consumer_config *cf
     kc->retry_max_ms = cfg->retry_max_ms ? cfg->retry_max_ms : 60000;
     kc->handler = handler;
     kc->handler_ctx = handler_ctx;
+    if (cfg->gate != NULL)
+        kc->gate = *cfg->gate;
+    kc->waiting = calloc(WAITING_MAX, sizeof *kc->waiting);
     for (size_t i = 0; i < MAX_PARTITIONS; i++)
         kc->parts[i].want_offset = -1;
     atomic_store(&kc->last_poll_s, (long long)time(NULL));
     register_metrics(kc, metrics);
-    if (kc->topic == NULL || kc->dlq_topic == NULL) {
+    if (kc->topic == NULL || kc->dlq_topic == NULL || kc->waiting == NULL) {
         snprintf(errstr, errlen, "out of memory");
         goto fail;
     }
@@ -315,22 +347,96 @@ fail:
         rd_kafka_destroy(kc->rk);
     if (kc->dlq != NULL)
         rd_kafka_destroy(kc->dlq);
+    free(kc->waiting);
     free(kc->topic);
     free(kc->dlq_topic);
     free(kc);
     return NULL;
 }
 
-static void store_offset(struct kafka_consumer *kc, const rd_kafka_message_t *m)
+static void store_now(struct kafka_consumer *kc, int32_t partition, int64_t next_offset)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt), m->partition)->offset =
-        m->offset + 1;
+    rd_kafka_topic_partition_list_add(l, kc->topic, partition)->offset = next_offset;
     rd_kafka_resp_err_t e = rd_kafka_offsets_store(kc->rk, l);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_write(LOG_WARN, "offset not stored (partition revoked?)", "error", rd_kafka_err2str(e),
                   NULL);
     rd_kafka_topic_partition_list_destroy(l);
+}
+
+static uint64_t gate_durable(struct kafka_consumer *kc)
+{
+    return kc->gate.durable != NULL ? kc->gate.durable(kc->gate.ctx) : UINT64_MAX;
+}
+
+/* Stores the waiting offsets whose tickets are durable, oldest first. */
+static void drain_waiting(struct kafka_consumer *kc)
+{
+    if (kc->waiting_len == 0)
+        return;
+    uint64_t durable = gate_durable(kc);
+    while (kc->waiting_len > 0) {
+        struct waiting_offset *w = &kc->waiting[kc->waiting_head];
+        if (w->ticket > durable)
+            break;
+        store_now(kc, w->partition, w->next_offset);
+        kc->waiting_head = (kc->waiting_head + 1) % WAITING_MAX;
+        kc->waiting_len--;
+    }
+    metric_gauge_set(kc->m_waiting, (long long)kc->waiting_len);
+}
+
+/* Waits up to timeout_ms for the gate, then stores what is durable. 0 when nothing waits. */
+static int flush_waiting(struct kafka_consumer *kc, int timeout_ms)
+{
+    if (kc->gate.flush != NULL && kc->waiting_len > 0)
+        (void)kc->gate.flush(kc->gate.ctx, timeout_ms);
+    drain_waiting(kc);
+    return kc->waiting_len == 0 ? 0 : -1;
+}
+
+/* Forgets the waiting offsets of the given partitions (revoked: the next owner reads
+ * those events again). */
+static void drop_waiting(struct kafka_consumer *kc, const rd_kafka_topic_partition_list_t *list)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < kc->waiting_len; i++) {
+        struct waiting_offset w = kc->waiting[(kc->waiting_head + i) % WAITING_MAX];
+        bool revoked = false;
+        for (int k = 0; list != NULL && k < list->cnt; k++)
+            revoked = revoked || list->elems[k].partition == w.partition;
+        if (!revoked)
+            kc->waiting[(kc->waiting_head + kept++) % WAITING_MAX] = w;
+    }
+    kc->waiting_len = kept;
+    metric_gauge_set(kc->m_waiting, (long long)kc->waiting_len);
+}
+
+/* The handler is done with m: store its offset now, or once the gate's ticket for what the
+ * handler recorded is durable (after the offsets waiting before it). */
+static void offset_done(struct kafka_consumer *kc, const rd_kafka_message_t *m)
+{
+    uint64_t ticket = kc->gate.ticket != NULL ? kc->gate.ticket(kc->gate.ctx) : 0;
+
+    if (kc->waiting_len == 0 && ticket <= gate_durable(kc)) {
+        store_now(kc, m->partition, m->offset + 1);
+        return;
+    }
+    if (kc->waiting_len == WAITING_MAX) {
+        /* handle() keeps a slot free; this is a last resort that keeps the order. */
+        (void)flush_waiting(kc, GATE_FLUSH_MS);
+        if (kc->waiting_len == WAITING_MAX) {
+            log_write(LOG_ERROR, "offset not stored: delivery log far behind", NULL);
+            return; /* the event is read again after a restart; its emails are deduped */
+        }
+    }
+    struct waiting_offset *w = &kc->waiting[(kc->waiting_head + kc->waiting_len) % WAITING_MAX];
+    w->partition = m->partition;
+    w->next_offset = m->offset + 1;
+    w->ticket = ticket;
+    kc->waiting_len++;
+    metric_gauge_set(kc->m_waiting, (long long)kc->waiting_len);
 }
 
 /* Writes a copy of m to the DLQ with the reason and its origin in headers, and waits for
@@ -452,6 +558,15 @@ static void handle(struct kafka_consumer *kc, const rd_kafka_message_t *m)
             return; /* prefetched before the seek: it will come again in order */
         ps->want_offset = -1;
     }
+    if (kc->waiting_len >= WAITING_MAX - 1) {
+        /* The delivery log is far behind (its database slow or down): wait a little, then
+         * hold this partition back rather than pile up offsets. Nothing is sent yet. */
+        (void)flush_waiting(kc, GATE_FULL_MS);
+        if (kc->waiting_len >= WAITING_MAX - 1) {
+            retry_later(kc, m, "delivery log writes are behind");
+            return;
+        }
+    }
     if (m->payload == NULL || m->len == 0) {
         metric_counter_add(kc->m_events_tombstone, 1);
         goto done;
@@ -498,7 +613,7 @@ static void handle(struct kafka_consumer *kc, const rd_kafka_message_t *m)
 done:
     if (ps != NULL)
         ps->attempt = 0;
-    store_offset(kc, m);
+    offset_done(kc, m);
 out:
     free(c);
 }
@@ -506,6 +621,7 @@ out:
 void kafka_consumer_poll_once(struct kafka_consumer *kc, int timeout_ms)
 {
     atomic_store(&kc->last_poll_s, (long long)time(NULL));
+    drain_waiting(kc);
     resume_due(kc);
     rd_kafka_poll(kc->dlq, 0);
     rd_kafka_message_t *m = rd_kafka_consumer_poll(kc->rk, timeout_ms);
@@ -541,12 +657,19 @@ void kafka_consumer_free(struct kafka_consumer *kc)
 {
     if (kc == NULL)
         return;
+    if (flush_waiting(kc, GATE_FLUSH_MS) != 0) {
+        char n[24];
+        snprintf(n, sizeof n, "%zu", kc->waiting_len);
+        log_write(LOG_WARN, "close: offsets not stored, their events will be read again",
+                  "events", n, NULL);
+    }
     rd_kafka_resp_err_t e = rd_kafka_consumer_close(kc->rk); /* commits stored offsets */
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_write(LOG_WARN, "consumer close", "error", rd_kafka_err2str(e), NULL);
     rd_kafka_destroy(kc->rk);
     rd_kafka_flush(kc->dlq, DLQ_FLUSH_MS);
     rd_kafka_destroy(kc->dlq);
+    free(kc->waiting);
     free(kc->topic);
     free(kc->dlq_topic);
     free(kc);

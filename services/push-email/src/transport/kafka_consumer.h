@@ -17,6 +17,18 @@ struct metrics;
 typedef enum notify_outcome (*kafka_event_handler)(void *ctx, const struct user_change *c,
                                                    struct notify_report *report);
 
+/* How the consumer learns that what an event's handler recorded is durable, when the
+ * handler's store writes behind (the delivery log's `sent` marks). After the handler is
+ * done with an event, ticket() is read; the event's offset is stored once durable() has
+ * reached it (offsets of a partition stay in order). flush() waits up to timeout_ms for
+ * everything ticketed (0 when done), before a revoke's commit and at close. */
+struct kafka_offset_gate {
+    uint64_t (*ticket)(void *ctx);
+    uint64_t (*durable)(void *ctx);
+    int (*flush)(void *ctx, int timeout_ms);
+    void *ctx;
+};
+
 struct kafka_consumer_config {
     const char *brokers;   /* "127.0.0.1:9092" */
     const char *group_id;  /* "push-email" */
@@ -31,6 +43,9 @@ struct kafka_consumer_config {
     /* Extra librdkafka properties as "key=value" strings (NULL-terminated list, may be
      * NULL): security settings, test.mock.num.brokers, ... Applied last. */
     const char *const *extra;
+    /* May be NULL: a handler's effects are durable when it returns. Must outlive the
+     * consumer. */
+    const struct kafka_offset_gate *gate;
 };
 
 struct kafka_consumer;
