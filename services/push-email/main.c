@@ -156,6 +156,11 @@ static enum notify_outcome handle_change(void *ctx, const struct user_change *c,
     return notifier_handle(ctx, c, report);
 }
 
+static void prefetch_changes(void *ctx, const struct user_change *const *changes, size_t n)
+{
+    notifier_prefetch(ctx, changes, n);
+}
+
 static uint64_t gate_ticket(void *ctx)
 {
     return notifier_ticket(ctx);
@@ -273,6 +278,7 @@ int main(int argc, char **argv)
         .retry_max_ms = (uint32_t)s.retry_max_ms,
         .session_timeout_ms = (uint32_t)s.session_timeout_ms,
         .gate = &gate,
+        .prefetch = prefetch_changes,
     };
     consumer = kafka_consumer_new(&kcfg, handle_change, notifier, metrics, err, sizeof err);
     if (consumer == NULL) {

@@ -264,6 +264,59 @@ static void test_a_sent_key_stays_sent(void **state)
     assert_int_equal(st, DELIVERY_SENT);
 }
 
+/* prefetch: one lookup for a batch's keys (more than one statement's 64); begin() then
+ * answers from it, also after our own marks, and falls back to the table for others. */
+static void test_prefetch_answers_begin_for_a_batch(void **state)
+{
+    static char keys[100][96];
+    const char *ptrs[100];
+    enum delivery_state st;
+    (void)state;
+
+    for (int i = 0; i < 100; i++) {
+        snprintf(keys[i], sizeof keys[i], "1:bin.000003:%d:0:welcome:pf%d@example.org", i, i);
+        ptrs[i] = keys[i];
+    }
+    /* Rows before the prefetch: 3 sent, 7 failed; the rest have none. */
+    assert_int_equal(port.ops->mark_sent(port.self, keys[3], "welcome", "pf3@example.org"),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(port.ops->flush(port.self, 10000), DELIVERY_LOG_OK);
+    assert_int_equal(port.ops->mark_failed(port.self, keys[7], "welcome", "pf7@example.org", "550"),
+                     DELIVERY_LOG_OK);
+    /* 97 was sent by another member of the group: only the table knows. */
+    struct mariadb_delivery_log *other = mariadb_delivery_log_new(&cfg);
+    struct delivery_log p2 = mariadb_delivery_log_port(other);
+    assert_int_equal(p2.ops->mark_sent(p2.self, keys[97], "welcome", "pf97@example.org"),
+                     DELIVERY_LOG_OK);
+    mariadb_delivery_log_free(other);
+
+    port.ops->prefetch(port.self, ptrs, 100);
+    assert_int_equal(port.ops->begin(port.self, keys[3], "welcome", "pf3@example.org", &st),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(st, DELIVERY_SENT);
+    assert_int_equal(port.ops->begin(port.self, keys[7], "welcome", "pf7@example.org", &st),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(st, DELIVERY_FAILED);
+    assert_int_equal(port.ops->begin(port.self, keys[97], "welcome", "pf97@example.org", &st),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(st, DELIVERY_SENT); /* second statement of the prefetch */
+    assert_int_equal(port.ops->begin(port.self, keys[50], "welcome", "pf50@example.org", &st),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(st, DELIVERY_PENDING);
+    /* Our own mark updates what begin() answers, also once it is committed. */
+    assert_int_equal(port.ops->mark_sent(port.self, keys[50], "welcome", "pf50@example.org"),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(port.ops->flush(port.self, 10000), DELIVERY_LOG_OK);
+    assert_int_equal(port.ops->begin(port.self, keys[50], "welcome", "pf50@example.org", &st),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(st, DELIVERY_SENT);
+    /* A key outside the batch asks the table. */
+    assert_int_equal(port.ops->begin(port.self, "1:bin.000001:200:0:welcome:b@example.org",
+                                     "welcome", "b@example.org", &st),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(st, DELIVERY_SENT);
+}
+
 static void test_long_key_and_utf8_recipient_are_stored(void **state)
 {
     char key[2048];
@@ -342,6 +395,11 @@ static void test_server_down_is_unavailable_fast_then_recovers(void **state)
     assert_int_equal(port.ops->begin(port.self, key, "welcome", "d@example.org", &st),
                      DELIVERY_LOG_OK);
     assert_int_equal(port.ops->flush(port.self, 10000), DELIVERY_LOG_OK);
+    /* Prefetched just before: begin() answers these from memory while the server is down
+     * (proof that a prefetched begin needs no round trip). */
+    const char *pf[] = {"1:bin.000001:200:0:welcome:b@example.org",
+                        "1:bin.000001:403:0:welcome:z@example.org"};
+    port.ops->prefetch(port.self, pf, 2);
     lock = db_lock();
     assert_true(lock >= 0);
     if (db_ctl("stop") != 0) {
@@ -357,6 +415,9 @@ static void test_server_down_is_unavailable_fast_then_recovers(void **state)
                               "y@example.org", "550");
     enum delivery_log_err ping_down = port.ops->ping(port.self);
     long long took = pe_now_ms() - t0;
+    enum delivery_state pf_sent = DELIVERY_PENDING, pf_new = DELIVERY_SENT;
+    enum delivery_log_err pf_sent_e = port.ops->begin(port.self, pf[0], "welcome", "b@example.org", &pf_sent);
+    enum delivery_log_err pf_new_e = port.ops->begin(port.self, pf[1], "welcome", "z@example.org", &pf_new);
     enum delivery_log_err mark_down = port.ops->mark_sent(port.self, key, "welcome", "d@example.org");
     enum delivery_log_err seen_down = port.ops->begin(port.self, key, "welcome", "d@example.org", &st);
     enum delivery_state st_down = st;
@@ -364,6 +425,10 @@ static void test_server_down_is_unavailable_fast_then_recovers(void **state)
     int started = db_ctl("start");
     close(lock);
     assert_int_equal(started, 0);
+    assert_int_equal(pf_sent_e, DELIVERY_LOG_OK);
+    assert_int_equal(pf_sent, DELIVERY_SENT);
+    assert_int_equal(pf_new_e, DELIVERY_LOG_OK);
+    assert_int_equal(pf_new, DELIVERY_PENDING);
     assert_int_equal(begin_down, DELIVERY_LOG_UNAVAILABLE);
     assert_int_equal(failed_down, DELIVERY_LOG_UNAVAILABLE);
     assert_int_equal(ping_down, DELIVERY_LOG_UNAVAILABLE);
@@ -391,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_many_marks_are_committed_and_free_flushes),
         cmocka_unit_test(test_record_attempt_counts_and_mark_failed_fails),
         cmocka_unit_test(test_a_sent_key_stays_sent),
+        cmocka_unit_test(test_prefetch_answers_begin_for_a_batch),
         cmocka_unit_test(test_long_key_and_utf8_recipient_are_stored),
         cmocka_unit_test(test_server_down_is_unavailable_fast_then_recovers),
     };

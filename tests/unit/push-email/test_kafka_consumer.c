@@ -41,7 +41,17 @@ struct recorder {
      * the test says what is durable and whether flush() succeeds. */
     uint64_t written, durable;
     bool flush_ok;
+    /* prefetch: the positions announced before the handler saw them */
+    long prefetched[64];
+    size_t n_prefetched, n_unannounced;
 };
+
+static void prefetch_hook(void *ctx, const struct user_change *const *changes, size_t n)
+{
+    struct recorder *r = ctx;
+    for (size_t i = 0; i < n && r->n_prefetched < 64; i++)
+        r->prefetched[r->n_prefetched++] = (long)changes[i]->source.pos;
+}
 
 static uint64_t gate_ticket(void *ctx)
 {
@@ -68,6 +78,11 @@ static enum notify_outcome record(void *ctx, const struct user_change *c, struct
     struct recorder *r = ctx;
     memset(rep, 0, sizeof *rep);
     enum notify_outcome o = r->n < 64 ? r->script[r->n] : NOTIFY_DONE;
+    bool announced = false;
+    for (size_t i = 0; i < r->n_prefetched; i++)
+        announced = announced || r->prefetched[i] == (long)c->source.pos;
+    if (!announced)
+        r->n_unannounced++;
     if (r->n < 64)
         r->seen[r->n++] = (long)c->source.pos;
     r->written++;
@@ -163,6 +178,7 @@ static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder
         .retry_max_ms = 200,
         .extra = extra,
         .gate = gate,
+        .prefetch = prefetch_hook,
     };
     struct kafka_consumer *kc = kafka_consumer_new(&cfg, record, r, NULL, err, sizeof err);
     if (kc == NULL)
@@ -265,6 +281,10 @@ static void events_are_handled_dlqd_or_skipped_and_committed(void **state)
     assert_int_equal(r.n, 2);
     assert_int_equal(r.seen[0], 100);
     assert_int_equal(r.seen[1], 300);
+    /* Every event the handler saw was announced to prefetch before (tombstones and
+     * malformed ones are not). */
+    assert_int_equal(r.n_unannounced, 0);
+    assert_int_equal(r.n_prefetched, 2);
     assert_int_equal(read_dlq(fx, reason, sizeof reason, origin, sizeof origin), 1);
     assert_non_null(strstr(reason, "malformed event"));
     assert_string_equal(origin, "2");

@@ -49,6 +49,8 @@ struct fake_log {
     bool down;
     bool fail_mark_sent;
     uint64_t written, durable; /* tickets: mark_sent writes, flush (or a test) commits */
+    char prefetched[8][512];   /* the keys of the last prefetch */
+    size_t n_prefetched;
 };
 
 static int fl_find(struct fake_log *l, const char *key)
@@ -154,8 +156,17 @@ static enum delivery_log_err fl_flush(void *self, int timeout_ms)
     return DELIVERY_LOG_OK;
 }
 
+static void fl_prefetch(void *self, const char *const *keys, size_t n)
+{
+    struct fake_log *l = self;
+    l->n_prefetched = n;
+    for (size_t i = 0; i < n && i < 8; i++)
+        snprintf(l->prefetched[i], sizeof l->prefetched[i], "%s", keys[i]);
+}
+
 static const struct delivery_log_ops fake_log_ops = {
-    fl_begin, fl_sent, fl_failed, fl_attempt, fl_ping, fl_written, fl_durable, fl_flush,
+    fl_begin, fl_sent,    fl_failed, fl_attempt, fl_ping,
+    fl_written, fl_durable, fl_flush,  fl_prefetch,
 };
 
 /* --- fake templates: en complete, pt-BR only for welcome --------------------------------- */
@@ -322,6 +333,30 @@ static void tickets_tell_when_the_sent_marks_are_durable(void **state)
     assert_int_equal(notifier_ticket(fx->n), 1);
 }
 
+/* A batch's emails are looked up in one go: the keys handle() will ask about. */
+static void prefetch_asks_for_every_email_of_the_batch(void **state)
+{
+    struct fixture *fx = *state;
+    struct user_change create = change(CHANGE_CREATE, 160);
+    create.has_after = true;
+    image(&create.after, "ana@example.com", "Ana", "en");
+    struct user_change snapshot = change(CHANGE_READ, 161);
+    snapshot.has_after = true;
+    image(&snapshot.after, "bob@example.com", "Bob", "en");
+    struct user_change move = change(CHANGE_UPDATE, 170);
+    move.has_before = move.has_after = true;
+    image(&move.before, "old@example.com", "Ana", "en");
+    image(&move.after, "new@example.com", "Ana", "en");
+    const struct user_change *batch[] = {&create, &snapshot, &move};
+
+    notifier_prefetch(fx->n, batch, 3);
+    assert_int_equal(fx->log.n_prefetched, 3); /* welcome + old and new address */
+    assert_non_null(strstr(fx->log.prefetched[0], ":welcome:ana@example.com"));
+    assert_non_null(strstr(fx->log.prefetched[1], ":email_changed_old:old@example.com"));
+    assert_non_null(strstr(fx->log.prefetched[2], ":email_changed_new:new@example.com"));
+    assert_int_equal(fx->sender.n_sent, 0); /* a lookup only */
+}
+
 static void locale_falls_back_by_case_language_and_default(void **state)
 {
     struct fixture *fx = *state;
@@ -466,6 +501,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(welcome_is_sent_once_even_when_redelivered, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(tickets_tell_when_the_sent_marks_are_durable, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(prefetch_asks_for_every_email_of_the_batch, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(locale_falls_back_by_case_language_and_default, setup,
                                         teardown),

@@ -3,9 +3,13 @@
  * Rows are keyed by SHA-256(dedupe key) (BINARY(32)): a fixed-size primary key whatever
  * the key's length; the key itself is kept beside it (cut to 512 bytes) for people.
  *
- *   begin          the marks not yet committed (in memory) first, then SELECT state: no row
- *                  is PENDING. It writes nothing: most keys are new, and a write per email
- *                  before the send would cost a commit on the path of every email.
+ *   begin          the marks not yet committed (in memory) first, then the states of the
+ *                  last prefetch, then SELECT state: no row is PENDING. It writes nothing:
+ *                  most keys are new, and a write per email before the send would cost a
+ *                  commit on the path of every email.
+ *   prefetch       one SELECT ... WHERE key_hash IN (64 keys) per 64 keys the consumer is
+ *                  about to begin (a batch of events); kept 5 s at most, and updated by our
+ *                  own marks, so that begin() needs no round trip of its own.
  *   mark_sent      WRITES BEHIND: queued in memory (begin sees it at once) and committed by
  *                  the writer thread on its own connection, as many marks as are queued in
  *                  one transaction (INSERT ... ON DUPLICATE KEY UPDATE state = 'sent').
@@ -51,13 +55,30 @@
 #define RECIPIENT_MAX 320
 #define ERROR_MAX     512
 
-enum stmt_id { ST_STATE, ST_SENT, ST_FAILED, ST_ATTEMPT, ST_COUNT };
+enum stmt_id { ST_STATE, ST_SENT, ST_SENT16, ST_FAILED, ST_ATTEMPT, ST_STATES, ST_COUNT };
+
+/* prefetch: keys looked up per statement (unused slots repeat the first key). */
+#define PREFETCH_PER_STMT 64
+#define IN64                                                                                    \
+    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?," \
+    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?"
+/* The writer's multi-row upsert: 16 rows per statement. */
+#define SENT_ROW "(?, ?, ?, ?, 'sent', CURRENT_TIMESTAMP(6))"
+#define SENT_ROW4 SENT_ROW ", " SENT_ROW ", " SENT_ROW ", " SENT_ROW
+#define ROW16 SENT_ROW4 ", " SENT_ROW4 ", " SENT_ROW4 ", " SENT_ROW4
+/* How many prefetched states begin() may use, and for how long (another member of the
+ * group may write meanwhile; our own writes update the cache). */
+#define PREFETCH_CACHE_MAX 256
+#define PREFETCH_TTL_MS    5000
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_STATE] = "SELECT state FROM deliveries WHERE key_hash = ?",
     [ST_SENT] = "INSERT INTO deliveries (key_hash, dedupe_key, kind, recipient, state, sent_at) "
                 "VALUES (?, ?, ?, ?, 'sent', CURRENT_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE "
                 "state = 'sent', sent_at = CURRENT_TIMESTAMP(6), last_error = NULL",
+    [ST_SENT16] = "INSERT INTO deliveries (key_hash, dedupe_key, kind, recipient, state, sent_at) "
+                  "VALUES " ROW16 " ON DUPLICATE KEY UPDATE state = 'sent', "
+                  "sent_at = CURRENT_TIMESTAMP(6), last_error = NULL",
     [ST_FAILED] = "INSERT INTO deliveries (key_hash, dedupe_key, kind, recipient, state, attempts, "
                   "last_error) VALUES (?, ?, ?, ?, 'failed', 1, ?) ON DUPLICATE KEY UPDATE "
                   "state = IF(state = 'sent', state, 'failed'), attempts = attempts + 1, "
@@ -65,6 +86,13 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ATTEMPT] = "INSERT INTO deliveries (key_hash, dedupe_key, kind, recipient, attempts, "
                    "last_error) VALUES (?, ?, ?, ?, 1, ?) ON DUPLICATE KEY UPDATE "
                    "attempts = attempts + 1, last_error = VALUES(last_error)",
+    [ST_STATES] = "SELECT key_hash, state FROM deliveries WHERE key_hash IN (" IN64 ")",
+};
+
+/* A state known from prefetch (or from our own writes since). */
+struct cached_state {
+    unsigned char hash[HASH_LEN];
+    enum delivery_state state;
 };
 
 /* One connection and its prepared statements. */
@@ -94,6 +122,10 @@ struct mariadb_delivery_log {
     char *host, *user, *password, *database;
     struct conn caller; /* the caller's thread */
     struct conn writer; /* the writer thread's */
+    /* The last prefetch's states; the caller's thread only. */
+    struct cached_state cache[PREFETCH_CACHE_MAX];
+    size_t cache_len;
+    int64_t cache_at_ms;
 
     pthread_mutex_t mu;
     pthread_cond_t wake;     /* writer: marks queued, or stop */
@@ -436,6 +468,128 @@ static bool mark_pending_locked(const struct mariadb_delivery_log *l, const unsi
     return false;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The cached state of hash, if the cache is fresh and has it. */
+static struct cached_state *cache_find(struct mariadb_delivery_log *l, const unsigned char *hash)
+{
+    if (l->cache_len == 0 || mono_ms() - l->cache_at_ms > PREFETCH_TTL_MS) {
+        return NULL;
+    }
+    for (size_t i = 0; i < l->cache_len; i++) {
+        if (memcmp(l->cache[i].hash, hash, HASH_LEN) == 0) {
+            return &l->cache[i];
+        }
+    }
+    return NULL;
+}
+
+/* Our own write of hash: the cache must not answer the old state afterwards. */
+static void cache_update(struct mariadb_delivery_log *l, const unsigned char *hash,
+                         enum delivery_state state)
+{
+    struct cached_state *cs = cache_find(l, hash);
+    if (cs != NULL && !(cs->state == DELIVERY_SENT && state == DELIVERY_FAILED)) {
+        cs->state = state;
+    }
+}
+
+/* One SELECT ... IN for up to PREFETCH_PER_STMT cache entries from first on. */
+static struct step op_states(struct conn *c, struct cached_state *entries, size_t n)
+{
+    MYSQL_BIND p[PREFETCH_PER_STMT], r[2];
+    unsigned long hash_len = HASH_LEN, rhash_len = 0, state_len = 0;
+    unsigned char rhash[HASH_LEN];
+    char state[16];
+    my_bool null_state = 0;
+    struct step s;
+    MYSQL_STMT *st;
+    int frc;
+
+    for (size_t i = 0; i < PREFETCH_PER_STMT; i++) {
+        bind_bytes(&p[i], entries[i < n ? i : 0].hash, &hash_len);
+    }
+    s = exec_stmt(c, ST_STATES, "prefetch", p);
+    if (s.err != DELIVERY_LOG_OK) {
+        return s;
+    }
+    st = c->stmt[ST_STATES];
+    memset(r, 0, sizeof r);
+    r[0].buffer_type = MYSQL_TYPE_STRING;
+    r[0].buffer = rhash;
+    r[0].buffer_length = sizeof rhash;
+    r[0].length = &rhash_len;
+    r[1].buffer_type = MYSQL_TYPE_STRING;
+    r[1].buffer = state;
+    r[1].buffer_length = sizeof state - 1;
+    r[1].length = &state_len;
+    r[1].is_null = &null_state;
+    if (mysql_stmt_bind_result(st, r) != 0 || mysql_stmt_store_result(st) != 0) {
+        return stmt_failure("prefetch fetch", st);
+    }
+    while ((frc = mysql_stmt_fetch(st)) == 0) {
+        if (rhash_len != HASH_LEN || null_state || state_len >= sizeof state) {
+            continue;
+        }
+        state[state_len] = '\0';
+        enum delivery_state ds = strcmp(state, "sent") == 0     ? DELIVERY_SENT
+                                 : strcmp(state, "failed") == 0 ? DELIVERY_FAILED
+                                                                : DELIVERY_PENDING;
+        for (size_t i = 0; i < n; i++) {
+            if (memcmp(entries[i].hash, rhash, HASH_LEN) == 0) {
+                entries[i].state = ds;
+            }
+        }
+    }
+    mysql_stmt_free_result(st);
+    if (frc == 1) {
+        return stmt_failure("prefetch fetch", st);
+    }
+    return s;
+}
+
+static void log_prefetch(void *self, const char *const *keys, size_t n)
+{
+    struct mariadb_delivery_log *l = self;
+
+    l->cache_len = 0;
+    if (n > PREFETCH_CACHE_MAX) {
+        n = PREFETCH_CACHE_MAX;
+    }
+    for (size_t i = 0; i < n; i++) {
+        crypto_hash_sha256(l->cache[i].hash, (const unsigned char *)keys[i], strlen(keys[i]));
+        l->cache[i].state = DELIVERY_PENDING; /* no row: never recorded */
+    }
+    for (size_t first = 0; first < n; first += PREFETCH_PER_STMT) {
+        size_t chunk = n - first < PREFETCH_PER_STMT ? n - first : PREFETCH_PER_STMT;
+        struct step s = {DELIVERY_LOG_OK, 0};
+        for (int attempt = 0; attempt < 2; attempt++) {
+            int fresh = 0;
+            if (conn_ready(&l->cfg, &l->caller, &fresh) != DELIVERY_LOG_OK) {
+                return; /* begin() will ask (and fail) by itself */
+            }
+            s = op_states(&l->caller, &l->cache[first], chunk);
+            if (!s.lost) {
+                break;
+            }
+            conn_close(&l->caller);
+            if (fresh) {
+                break;
+            }
+        }
+        if (s.err != DELIVERY_LOG_OK) {
+            return;
+        }
+    }
+    l->cache_len = n;
+    l->cache_at_ms = mono_ms();
+}
+
 static enum delivery_log_err log_begin(void *self, const char *key, const char *kind,
                                        const char *recipient, enum delivery_state *state)
 {
@@ -450,6 +604,11 @@ static enum delivery_log_err log_begin(void *self, const char *key, const char *
     pthread_mutex_unlock(&l->mu);
     if (pending) {
         *state = DELIVERY_SENT; /* sent; its mark is on its way to the table */
+        return DELIVERY_LOG_OK;
+    }
+    struct cached_state *cs = cache_find(l, a.hash);
+    if (cs != NULL) {
+        *state = cs->state;
         return DELIVERY_LOG_OK;
     }
     e = run(l, op_begin, &a);
@@ -480,6 +639,7 @@ static enum delivery_log_err log_mark_sent(void *self, const char *key, const ch
     copy_cut(m->key, key, KEY_MAX);
     copy_cut(m->kind, kind, KIND_MAX);
     copy_cut(m->recipient, recipient, RECIPIENT_MAX);
+    cache_update(l, m->hash, DELIVERY_SENT);
     pthread_mutex_lock(&l->mu);
     m->ticket = ++l->written;
     *l->queued_tail = m;
@@ -496,7 +656,11 @@ static enum delivery_log_err log_mark_failed(void *self, const char *key, const 
 
     args_init(&a, key, kind, recipient);
     error_text(error, a.error);
-    return run(self, op_failed, &a);
+    enum delivery_log_err e = run(self, op_failed, &a);
+    if (e == DELIVERY_LOG_OK) {
+        cache_update(self, a.hash, DELIVERY_FAILED);
+    }
+    return e;
 }
 
 static enum delivery_log_err log_record_attempt(void *self, const char *key, const char *kind,
@@ -574,6 +738,7 @@ static const struct delivery_log_ops mariadb_delivery_log_ops = {
     .written = log_written,
     .durable = log_durable,
     .flush = log_flush,
+    .prefetch = log_prefetch,
 };
 
 /* ---------------------------------------------------------------- writer -- */
@@ -595,13 +760,26 @@ static struct step write_batch(struct mariadb_delivery_log *l, const struct mark
         }
         c->manual_commit = true;
     }
-    for (const struct mark *m = marks; m != NULL; m = m->next) {
-        MYSQL_BIND p[4];
-        unsigned long lens[3];
+    /* Sixteen rows per statement while there are sixteen, then one by one. */
+    const struct mark *m = marks;
+    while (m != NULL) {
+        MYSQL_BIND p[16 * 4];
+        unsigned long lens[16][3];
         unsigned long hash_len = HASH_LEN;
+        const struct mark *probe = m;
+        size_t rows = 0;
 
-        bind_row(p, m->hash, &hash_len, m->key, m->kind, m->recipient, lens);
-        s = exec_stmt(c, ST_SENT, "mark_sent", p);
+        while (probe != NULL && rows < 16) {
+            probe = probe->next;
+            rows++;
+        }
+        if (rows < 16) {
+            rows = 1;
+        }
+        for (size_t i = 0; i < rows; i++, m = m->next) {
+            bind_row(&p[i * 4], m->hash, &hash_len, m->key, m->kind, m->recipient, lens[i]);
+        }
+        s = exec_stmt(c, rows == 16 ? ST_SENT16 : ST_SENT, "mark_sent", p);
         if (s.err != DELIVERY_LOG_OK) {
             if (!s.lost) {
                 (void)mysql_rollback(c->db);

@@ -29,6 +29,9 @@ struct notifier {
      * fresh allocation per event costs an mmap, page faults and a munmap. One notifier
      * serves one thread. */
     struct notification *notes;
+    /* notifier_prefetch's dedupe keys (NOTIFIER_PREFETCH_MAX * NOTIFY_MAX_PER_CHANGE). */
+    char (*prefetch_keys)[sizeof ((struct notification *)0)->dedupe_key];
+    const char **prefetch_ptrs;
     struct mail_sender sender;
     struct delivery_log log;
     struct template_store templates;
@@ -45,8 +48,12 @@ struct notifier *notifier_new(struct mail_sender sender, struct delivery_log log
     if (n == NULL)
         return NULL;
     n->notes = calloc(NOTIFY_MAX_PER_CHANGE, sizeof *n->notes);
-    if (n->notes == NULL) {
-        free(n);
+    n->prefetch_keys = calloc(NOTIFIER_PREFETCH_MAX * NOTIFY_MAX_PER_CHANGE,
+                              sizeof *n->prefetch_keys);
+    n->prefetch_ptrs =
+        calloc(NOTIFIER_PREFETCH_MAX * NOTIFY_MAX_PER_CHANGE, sizeof *n->prefetch_ptrs);
+    if (n->notes == NULL || n->prefetch_keys == NULL || n->prefetch_ptrs == NULL) {
+        notifier_free(n);
         return NULL;
     }
     n->sender = sender;
@@ -63,6 +70,8 @@ void notifier_free(struct notifier *n)
 {
     if (n == NULL)
         return;
+    free(n->prefetch_ptrs);
+    free(n->prefetch_keys);
     free(n->notes);
     free(n);
 }
@@ -364,4 +373,23 @@ int notifier_flush(const struct notifier *n, int timeout_ms)
     if (n->log.ops->flush == NULL)
         return 0;
     return n->log.ops->flush(n->log.self, timeout_ms) == DELIVERY_LOG_OK ? 0 : -1;
+}
+
+void notifier_prefetch(struct notifier *n, const struct user_change *const *changes,
+                       size_t count)
+{
+    size_t keys = 0;
+
+    if (n->log.ops->prefetch == NULL)
+        return;
+    for (size_t i = 0; i < count && i < NOTIFIER_PREFETCH_MAX; i++) {
+        size_t k = notify_rules(changes[i], n->notes);
+        for (size_t j = 0; j < k; j++) {
+            memcpy(n->prefetch_keys[keys], n->notes[j].dedupe_key, sizeof n->prefetch_keys[keys]);
+            n->prefetch_ptrs[keys] = n->prefetch_keys[keys];
+            keys++;
+        }
+    }
+    if (keys > 0)
+        n->log.ops->prefetch(n->log.self, n->prefetch_ptrs, keys);
 }

@@ -41,6 +41,10 @@ struct delivery_log_ops {
     uint64_t (*written)(void *self);
     uint64_t (*durable)(void *self);
     enum delivery_log_err (*flush)(void *self, int timeout_ms);
+    /* Optional (NULL: none): looks up the states of keys the caller is about to begin, in
+     * one round trip, so that those begin() calls need none. A hint: on failure the
+     * begin() calls ask the database themselves. */
+    void (*prefetch)(void *self, const char *const *keys, size_t n);
 };
 
 struct delivery_log {

@@ -37,6 +37,14 @@
 #define WAITING_MAX     8192  /* events done whose offsets wait for the gate */
 #define GATE_FLUSH_MS   10000 /* revoke, close: how long to wait for the gate */
 #define GATE_FULL_MS    1000  /* a full FIFO: how long to wait before pausing instead */
+#define BATCH_MAX       64    /* events taken from librdkafka's queue at once */
+
+/* One fetched message, parsed. */
+struct parsed_event {
+    enum envelope_result result;
+    char reason[256];
+    struct user_change change;
+};
 
 /* An event done whose offset is stored once the gate has reached its ticket. */
 struct waiting_offset {
@@ -47,6 +55,7 @@ struct waiting_offset {
 
 /* Retry state of one partition of the topic. */
 struct partition_state {
+    bool assigned; /* ours now: messages of a partition revoked meanwhile are dropped */
     bool paused;
     int64_t want_offset; /* while recovering: the offset that must come next, else -1 */
     int64_t resume_at_ms;
@@ -62,6 +71,9 @@ struct kafka_consumer {
     uint32_t retry_max_ms;
     kafka_event_handler handler;
     void *handler_ctx;
+    void (*prefetch)(void *ctx, const struct user_change *const *changes, size_t n);
+    bool (*stop)(void);            /* kafka_consumer_run's: checked between events */
+    struct parsed_event *parsed;   /* BATCH_MAX, reused */
     struct partition_state parts[MAX_PARTITIONS];
     struct kafka_offset_gate gate; /* all NULL without a gate */
     struct waiting_offset *waiting; /* ring of WAITING_MAX, oldest at waiting_head */
@@ -125,6 +137,11 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     snprintf(n, sizeof n, "%d", partitions->cnt);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         reset_partitions(kc, partitions);
+        for (int i = 0; i < partitions->cnt; i++) {
+            struct partition_state *ps = part(kc, partitions->elems[i].partition);
+            if (ps != NULL)
+                ps->assigned = true;
+        }
         log_write(LOG_INFO, "partitions assigned", "count", n, "protocol",
                   rd_kafka_rebalance_protocol(rk), NULL);
         if (cooperative)
@@ -269,12 +286,14 @@ struct kafka_consumer *kafka_consumer_new(const struct kafka_consumer_config *cf
     kc->handler_ctx = handler_ctx;
     if (cfg->gate != NULL)
         kc->gate = *cfg->gate;
+    kc->prefetch = cfg->prefetch;
     kc->waiting = calloc(WAITING_MAX, sizeof *kc->waiting);
+    kc->parsed = calloc(BATCH_MAX, sizeof *kc->parsed);
     for (size_t i = 0; i < MAX_PARTITIONS; i++)
         kc->parts[i].want_offset = -1;
     atomic_store(&kc->last_poll_s, (long long)time(NULL));
     register_metrics(kc, metrics);
-    if (kc->topic == NULL || kc->dlq_topic == NULL || kc->waiting == NULL) {
+    if (kc->topic == NULL || kc->dlq_topic == NULL || kc->waiting == NULL || kc->parsed == NULL) {
         snprintf(errstr, errlen, "out of memory");
         goto fail;
     }
@@ -347,6 +366,7 @@ fail:
         rd_kafka_destroy(kc->rk);
     if (kc->dlq != NULL)
         rd_kafka_destroy(kc->dlq);
+    free(kc->parsed);
     free(kc->waiting);
     free(kc->topic);
     free(kc->dlq_topic);
@@ -546,13 +566,15 @@ static void resume_due(struct kafka_consumer *kc)
     }
 }
 
-static void handle(struct kafka_consumer *kc, const rd_kafka_message_t *m)
+/* Handles m, whose value was parsed into *pe. */
+static void handle(struct kafka_consumer *kc, const rd_kafka_message_t *m,
+                   const struct parsed_event *pe)
 {
-    struct user_change *c = NULL;
     struct notify_report rep;
-    char reason[256];
     struct partition_state *ps = part(kc, m->partition);
 
+    if (ps != NULL && !ps->assigned)
+        return; /* revoked while the batch was in hand: its next owner reads it */
     if (ps != NULL && ps->want_offset >= 0) {
         if (ps->paused || m->offset != ps->want_offset)
             return; /* prefetched before the seek: it will come again in order */
@@ -567,43 +589,33 @@ static void handle(struct kafka_consumer *kc, const rd_kafka_message_t *m)
             return;
         }
     }
-    if (m->payload == NULL || m->len == 0) {
+    if (pe->result == ENVELOPE_TOMBSTONE) {
         metric_counter_add(kc->m_events_tombstone, 1);
         goto done;
     }
-    c = malloc(sizeof *c);
-    if (c == NULL) {
-        retry_later(kc, m, "out of memory");
-        return;
-    }
-    enum envelope_result er = debezium_envelope_parse(m->payload, m->len, c, reason, sizeof reason);
-    if (er == ENVELOPE_TOMBSTONE) {
-        metric_counter_add(kc->m_events_tombstone, 1);
-        goto done;
-    }
-    if (er == ENVELOPE_MALFORMED) {
+    if (pe->result == ENVELOPE_MALFORMED) {
         char why[300];
-        snprintf(why, sizeof why, "malformed event: %s", reason);
+        snprintf(why, sizeof why, "malformed event: %s", pe->reason);
         if (send_to_dlq(kc, m, why) != 0) {
             retry_later(kc, m, "DLQ unavailable");
-            goto out;
+            return;
         }
         metric_counter_add(kc->m_events_malformed, 1);
         goto done;
     }
 
-    enum notify_outcome o = kc->handler(kc->handler_ctx, c, &rep);
+    enum notify_outcome o = kc->handler(kc->handler_ctx, &pe->change, &rep);
     metric_counter_add(kc->m_sent, rep.sent);
     metric_counter_add(kc->m_deduped, rep.deduped);
     if (o == NOTIFY_RETRY) {
         metric_counter_add(kc->m_events_retry, 1);
         retry_later(kc, m, rep.reason);
-        goto out;
+        return;
     }
     if (o == NOTIFY_FAILED) {
         if (send_to_dlq(kc, m, rep.reason) != 0) {
             retry_later(kc, m, "DLQ unavailable");
-            goto out;
+            return;
         }
         metric_counter_add(kc->m_failed, rep.failed);
         metric_counter_add(kc->m_events_failed, 1);
@@ -614,12 +626,14 @@ done:
     if (ps != NULL)
         ps->attempt = 0;
     offset_done(kc, m);
-out:
-    free(c);
 }
 
 void kafka_consumer_poll_once(struct kafka_consumer *kc, int timeout_ms)
 {
+    rd_kafka_message_t *batch[BATCH_MAX];
+    const struct user_change *ok[BATCH_MAX];
+    size_t n = 0, nok = 0;
+
     atomic_store(&kc->last_poll_s, (long long)time(NULL));
     drain_waiting(kc);
     resume_due(kc);
@@ -627,16 +641,42 @@ void kafka_consumer_poll_once(struct kafka_consumer *kc, int timeout_ms)
     rd_kafka_message_t *m = rd_kafka_consumer_poll(kc->rk, timeout_ms);
     if (m == NULL)
         return;
-    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        handle(kc, m);
-    } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-        log_write(LOG_WARN, "consumer error", "error", rd_kafka_message_errstr(m), NULL);
+    /* What librdkafka has already fetched behind it: one batch, so that the delivery log
+     * is asked about all of its emails in one round trip. */
+    batch[n++] = m;
+    while (n < BATCH_MAX && (m = rd_kafka_consumer_poll(kc->rk, 0)) != NULL)
+        batch[n++] = m;
+    for (size_t i = 0; i < n; i++) {
+        struct parsed_event *pe = &kc->parsed[i];
+        if (batch[i]->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+            continue;
+        pe->reason[0] = '\0';
+        if (batch[i]->payload == NULL || batch[i]->len == 0)
+            pe->result = ENVELOPE_TOMBSTONE;
+        else
+            pe->result = debezium_envelope_parse(batch[i]->payload, batch[i]->len, &pe->change,
+                                                 pe->reason, sizeof pe->reason);
+        if (pe->result == ENVELOPE_OK)
+            ok[nok++] = &pe->change;
     }
-    rd_kafka_message_destroy(m);
+    if (kc->prefetch != NULL && nok > 0)
+        kc->prefetch(kc->handler_ctx, ok, nok);
+    for (size_t i = 0; i < n; i++) {
+        m = batch[i];
+        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            /* A stop leaves the rest unhandled: their offsets are not stored. */
+            if (kc->stop == NULL || !kc->stop())
+                handle(kc, m, &kc->parsed[i]);
+        } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            log_write(LOG_WARN, "consumer error", "error", rd_kafka_message_errstr(m), NULL);
+        }
+        rd_kafka_message_destroy(m);
+    }
 }
 
 int kafka_consumer_run(struct kafka_consumer *kc, bool (*stop)(void))
 {
+    kc->stop = stop;
     while (!stop())
         kafka_consumer_poll_once(kc, 200);
     return 0;
@@ -669,6 +709,7 @@ void kafka_consumer_free(struct kafka_consumer *kc)
     rd_kafka_destroy(kc->rk);
     rd_kafka_flush(kc->dlq, DLQ_FLUSH_MS);
     rd_kafka_destroy(kc->dlq);
+    free(kc->parsed);
     free(kc->waiting);
     free(kc->topic);
     free(kc->dlq_topic);

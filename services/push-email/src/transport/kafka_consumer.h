@@ -46,6 +46,10 @@ struct kafka_consumer_config {
     /* May be NULL: a handler's effects are durable when it returns. Must outlive the
      * consumer. */
     const struct kafka_offset_gate *gate;
+    /* May be NULL. Called with handler_ctx and the parsed events of a batch (the messages
+     * already fetched, at most 64) before the handler sees them one by one: the notifier
+     * looks up their delivery states in one round trip. */
+    void (*prefetch)(void *ctx, const struct user_change *const *changes, size_t n);
 };
 
 struct kafka_consumer;
@@ -60,8 +64,8 @@ struct kafka_consumer *kafka_consumer_new(const struct kafka_consumer_config *cf
  * event in hand is always finished). Returns 0. */
 int kafka_consumer_run(struct kafka_consumer *kc, bool (*stop)(void));
 
-/* Handles at most one event or wakeup, waiting up to timeout_ms: for tests and for
- * callers with their own loop. */
+/* Waits up to timeout_ms for an event, then handles it and the events already fetched
+ * behind it (a batch of at most 64): for tests and for callers with their own loop. */
 void kafka_consumer_poll_once(struct kafka_consumer *kc, int timeout_ms);
 
 /* True when the consumer polled recently (its loop is alive). Thread-safe. */
