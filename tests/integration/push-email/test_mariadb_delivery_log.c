@@ -317,6 +317,39 @@ static void test_prefetch_answers_begin_for_a_batch(void **state)
     assert_int_equal(st, DELIVERY_SENT);
 }
 
+/* A mark being committed while a prefetch looks the key up: the SELECT cannot see it yet,
+ * and once committed it leaves the in-memory list. begin() must still say SENT. A third
+ * connection's gap lock on the key holds the writer's INSERT while the prefetch runs (a
+ * plain SELECT does not wait for it). */
+static void test_prefetch_during_a_commit_still_says_sent(void **state)
+{
+    const char *key = "1:bin.000004:10:0:welcome:race@example.org";
+    char err[256], sql[256];
+    enum delivery_state st = DELIVERY_PENDING;
+    (void)state;
+
+    MYSQL *locker = db_connect(&cfg, true, err, sizeof err);
+    assert_non_null(locker);
+    snprintf(sql, sizeof sql,
+             "SELECT * FROM deliveries WHERE key_hash = UNHEX(SHA2('%s', 256)) FOR UPDATE", key);
+    assert_int_equal(mysql_query(locker, "START TRANSACTION"), 0);
+    assert_int_equal(mysql_query(locker, sql), 0);
+    mysql_free_result(mysql_store_result(locker));
+
+    uint64_t want = port.ops->written(port.self) + 1;
+    assert_int_equal(port.ops->mark_sent(port.self, key, "welcome", "race@example.org"),
+                     DELIVERY_LOG_OK);
+    pe_sleep_ms(300); /* the writer is now waiting for the lock */
+    assert_true(port.ops->durable(port.self) < want);
+    port.ops->prefetch(port.self, &key, 1);
+    assert_int_equal(mysql_query(locker, "COMMIT"), 0); /* the writer commits now */
+    mysql_close(locker);
+    assert_int_equal(port.ops->flush(port.self, 10000), DELIVERY_LOG_OK);
+    assert_int_equal(port.ops->begin(port.self, key, "welcome", "race@example.org", &st),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(st, DELIVERY_SENT);
+}
+
 static void test_long_key_and_utf8_recipient_are_stored(void **state)
 {
     char key[2048];
@@ -457,6 +490,7 @@ int main(void)
         cmocka_unit_test(test_record_attempt_counts_and_mark_failed_fails),
         cmocka_unit_test(test_a_sent_key_stays_sent),
         cmocka_unit_test(test_prefetch_answers_begin_for_a_batch),
+        cmocka_unit_test(test_prefetch_during_a_commit_still_says_sent),
         cmocka_unit_test(test_long_key_and_utf8_recipient_are_stored),
         cmocka_unit_test(test_server_down_is_unavailable_fast_then_recovers),
     };

@@ -44,6 +44,7 @@ struct recorder {
     /* prefetch: the positions announced before the handler saw them */
     long prefetched[64];
     size_t n_prefetched, n_unannounced;
+    unsigned handler_ms; /* how long each event takes */
 };
 
 static void prefetch_hook(void *ctx, const struct user_change *const *changes, size_t n)
@@ -78,6 +79,10 @@ static enum notify_outcome record(void *ctx, const struct user_change *c, struct
     struct recorder *r = ctx;
     memset(rep, 0, sizeof *rep);
     enum notify_outcome o = r->n < 64 ? r->script[r->n] : NOTIFY_DONE;
+    if (r->handler_ms > 0) {
+        struct timespec ts = {0, (long)r->handler_ms * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     bool announced = false;
     for (size_t i = 0; i < r->n_prefetched; i++)
         announced = announced || r->prefetched[i] == (long)c->source.pos;
@@ -163,6 +168,8 @@ static void produce_create(struct fixture *fx, int pos)
     produce(fx, buf, (size_t)n);
 }
 
+static uint32_t g_budget_ms; /* 0: the default */
+
 static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder *r,
                                              const struct kafka_offset_gate *gate)
 {
@@ -179,6 +186,7 @@ static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder
         .extra = extra,
         .gate = gate,
         .prefetch = prefetch_hook,
+        .batch_budget_ms = g_budget_ms,
     };
     struct kafka_consumer *kc = kafka_consumer_new(&cfg, record, r, NULL, err, sizeof err);
     if (kc == NULL)
@@ -410,6 +418,28 @@ static void a_close_whose_flush_fails_commits_only_what_is_durable(void **state)
     assert_int_equal(r2.seen[0], 200);
 }
 
+/* A slow batch (here 300 ms per event against a 200 ms budget) hands the rest back:
+ * every event is still handled exactly once, in order, and committed. */
+static void a_slow_batch_hands_the_rest_back_in_order(void **state)
+{
+    struct fixture *fx = *state;
+    struct recorder r = {0};
+    r.handler_ms = 300;
+    g_budget_ms = 200;
+
+    for (int i = 1; i <= 4; i++)
+        produce_create(fx, 100 * i);
+    struct kafka_consumer *kc = consumer(fx, &r);
+    poll_until(kc, &r, 4);
+    kafka_consumer_free(kc);
+    g_budget_ms = 0;
+
+    assert_int_equal(r.n, 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(r.seen[i], 100 * (long)(i + 1));
+    assert_int_equal(committed(fx, TOPIC), 4);
+}
+
 int main(void)
 {
     log_init("test", LOG_ERROR);
@@ -426,6 +456,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(a_close_whose_flush_fails_commits_only_what_is_durable,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(a_slow_batch_hands_the_rest_back_in_order, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("kafka consumer (mock cluster)", tests, NULL, NULL);
 }

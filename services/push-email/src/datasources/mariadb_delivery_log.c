@@ -93,6 +93,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 struct cached_state {
     unsigned char hash[HASH_LEN];
     enum delivery_state state;
+    bool marked; /* our mark was queued or being committed when the lookup ran: SENT */
 };
 
 /* One connection and its prepared statements. */
@@ -541,13 +542,19 @@ static struct step op_states(struct conn *c, struct cached_state *entries, size_
                                  : strcmp(state, "failed") == 0 ? DELIVERY_FAILED
                                                                 : DELIVERY_PENDING;
         for (size_t i = 0; i < n; i++) {
-            if (memcmp(entries[i].hash, rhash, HASH_LEN) == 0) {
+            if (memcmp(entries[i].hash, rhash, HASH_LEN) == 0 && !entries[i].marked) {
                 entries[i].state = ds;
             }
         }
     }
     mysql_stmt_free_result(st);
-    if (frc == 1) {
+    if (frc != MYSQL_NO_DATA) {
+        /* An error, or MYSQL_DATA_TRUNCATED: never leave a key PENDING on a doubt. */
+        if (frc == MYSQL_DATA_TRUNCATED) {
+            log_write(LOG_ERROR, "delivery log: prefetch row truncated", NULL);
+            s.err = DELIVERY_LOG_INTERNAL;
+            return s;
+        }
         return stmt_failure("prefetch fetch", st);
     }
     return s;
@@ -564,7 +571,19 @@ static void log_prefetch(void *self, const char *const *keys, size_t n)
     for (size_t i = 0; i < n; i++) {
         crypto_hash_sha256(l->cache[i].hash, (const unsigned char *)keys[i], strlen(keys[i]));
         l->cache[i].state = DELIVERY_PENDING; /* no row: never recorded */
+        l->cache[i].marked = false;
     }
+    /* A mark still queued or being committed now is invisible to the SELECT below, and
+     * leaves the in-memory list once committed, maybe before begin() asks: it must answer
+     * from here. (Marks are added on this thread only, so none appears meanwhile.) */
+    pthread_mutex_lock(&l->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (mark_pending_locked(l, l->cache[i].hash)) {
+            l->cache[i].state = DELIVERY_SENT;
+            l->cache[i].marked = true;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
     for (size_t first = 0; first < n; first += PREFETCH_PER_STMT) {
         size_t chunk = n - first < PREFETCH_PER_STMT ? n - first : PREFETCH_PER_STMT;
         struct step s = {DELIVERY_LOG_OK, 0};

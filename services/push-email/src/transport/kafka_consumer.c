@@ -38,6 +38,10 @@
 #define GATE_FLUSH_MS   10000 /* revoke, close: how long to wait for the gate */
 #define GATE_FULL_MS    1000  /* a full FIFO: how long to wait before pausing instead */
 #define BATCH_MAX       64    /* events taken from librdkafka's queue at once */
+/* A batch whose events take longer than this (a stalled SMTP server and many partitions)
+ * hands the rest back: each partition is sought back to its first unhandled event, and
+ * the loop polls again (heartbeats, rebalances, max.poll.interval.ms). */
+#define BATCH_BUDGET_MS 10000
 
 /* One fetched message, parsed. */
 struct parsed_event {
@@ -73,6 +77,7 @@ struct kafka_consumer {
     void *handler_ctx;
     void (*prefetch)(void *ctx, const struct user_change *const *changes, size_t n);
     bool (*stop)(void);            /* kafka_consumer_run's: checked between events */
+    int64_t batch_budget_ms;
     struct parsed_event *parsed;   /* BATCH_MAX, reused */
     struct partition_state parts[MAX_PARTITIONS];
     struct kafka_offset_gate gate; /* all NULL without a gate */
@@ -287,6 +292,7 @@ struct kafka_consumer *kafka_consumer_new(const struct kafka_consumer_config *cf
     if (cfg->gate != NULL)
         kc->gate = *cfg->gate;
     kc->prefetch = cfg->prefetch;
+    kc->batch_budget_ms = cfg->batch_budget_ms ? cfg->batch_budget_ms : BATCH_BUDGET_MS;
     kc->waiting = calloc(WAITING_MAX, sizeof *kc->waiting);
     kc->parsed = calloc(BATCH_MAX, sizeof *kc->parsed);
     for (size_t i = 0; i < MAX_PARTITIONS; i++)
@@ -546,6 +552,26 @@ static void retry_later(struct kafka_consumer *kc, const rd_kafka_message_t *m, 
               delay_s, "offset", offset, NULL);
 }
 
+/* Hands m back unhandled: its partition is sought back to it (no pause, no backoff), once
+ * per partition; the events behind it follow in order. */
+static void requeue(struct kafka_consumer *kc, const rd_kafka_message_t *m)
+{
+    struct partition_state *ps = part(kc, m->partition);
+
+    if (ps == NULL || !ps->assigned || ps->want_offset >= 0)
+        return; /* not ours any more, or already sought back to an earlier event */
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt), m->partition)->offset =
+        m->offset;
+    rd_kafka_error_t *err = rd_kafka_seek_partitions(kc->rk, l, SEEK_TIMEOUT_MS);
+    if (err != NULL) {
+        log_write(LOG_ERROR, "seek failed", "error", rd_kafka_error_string(err), NULL);
+        rd_kafka_error_destroy(err);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    ps->want_offset = m->offset;
+}
+
 static void resume_due(struct kafka_consumer *kc)
 {
     int64_t now = now_ms();
@@ -661,12 +687,17 @@ void kafka_consumer_poll_once(struct kafka_consumer *kc, int timeout_ms)
     }
     if (kc->prefetch != NULL && nok > 0)
         kc->prefetch(kc->handler_ctx, ok, nok);
+    int64_t started = now_ms();
     for (size_t i = 0; i < n; i++) {
         m = batch[i];
         if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             /* A stop leaves the rest unhandled: their offsets are not stored. */
-            if (kc->stop == NULL || !kc->stop())
+            bool stopping = kc->stop != NULL && kc->stop();
+            if (!stopping && now_ms() - started > kc->batch_budget_ms)
+                requeue(kc, m);
+            else if (!stopping)
                 handle(kc, m, &kc->parsed[i]);
+            atomic_store(&kc->last_poll_s, (long long)time(NULL));
         } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             log_write(LOG_WARN, "consumer error", "error", rd_kafka_message_errstr(m), NULL);
         }

@@ -50,6 +50,9 @@ struct kafka_consumer_config {
      * already fetched, at most 64) before the handler sees them one by one: the notifier
      * looks up their delivery states in one round trip. */
     void (*prefetch)(void *ctx, const struct user_change *const *changes, size_t n);
+    /* How long one batch may take before the rest is handed back (sought back, read
+     * again after the next poll). 0: 10 s. */
+    uint32_t batch_budget_ms;
 };
 
 struct kafka_consumer;
