@@ -12,7 +12,7 @@ PACKAGES=(
     libmicrohttpd-dev libmariadb-dev libcjson-dev libcmocka-dev libsodium-dev libjwt-dev
     librdkafka-dev libcurl4-openssl-dev uuid-dev
     mariadb-server mariadb-client
-    curl valgrind wrk kcat python3-aiosmtpd python3-yaml openssl jq
+    curl valgrind wrk kcat python3-aiosmtpd python3-yaml openssl jq debootstrap
     openjdk-17-jre-headless maven
 )
 # Node for maildev (the stack's SMTP sink) and tests/k8s. Debian's nodejs/npm only when no
