@@ -58,8 +58,8 @@ struct options {
     double duration_s, warmup_s;
 };
 
-static struct options opt = {"127.0.0.1", "userdata", "", "userdata_bench", NULL, 3317, 0, 8,
-                             10.0, 2.0};
+static struct options opt = {"127.0.0.1", "userdata", "", "userdata_bench", NULL, 3317, 0,
+                             8,           10.0,       2.0};
 
 static char (*ids)[37];
 static size_t n_ids;
@@ -82,8 +82,8 @@ struct row {
     unsigned long len[USER_COLUMNS];
     my_bool null[USER_COLUMNS];
     my_bool error[USER_COLUMNS];
-    char id[37], username[33], email[255], hash[129], full_name[801], address[2001],
-        locale[36], status[16];
+    char id[37], username[33], email[255], hash[129], full_name[801], address[2001], locale[36],
+        status[16];
     MYSQL_TIME pca, dob, ca, ua;
     uint64_t version;
 };
@@ -512,9 +512,8 @@ int main(int argc, char **argv)
     double secs = (double)(t1 - t0) / 1e6;
     printf("mode=%s threads=%u ops=%zu ops_per_s=%.1f p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f "
            "max_ms=%.3f errors=%" PRIu64 " conflicts=%" PRIu64 "\n",
-           opt.put ? "put" : "get", opt.threads, total, (double)total / secs, PCT(0.50),
-           PCT(0.90), PCT(0.99), total ? (double)all[total - 1] / 1000.0 : 0.0, errors,
-           conflicts);
+           opt.put ? "put" : "get", opt.threads, total, (double)total / secs, PCT(0.50), PCT(0.90),
+           PCT(0.99), total ? (double)all[total - 1] / 1000.0 : 0.0, errors, conflicts);
     free(all);
     free(w);
     free(ids);

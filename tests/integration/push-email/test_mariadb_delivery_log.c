@@ -2,9 +2,10 @@
  * (scripts/lib/test-mariadb.sh): the begin/mark_sent/mark_failed/record_attempt life of a
  * row; `sent` marks written behind (seen by begin at once, in the table once durable, many
  * committed together, a second object sees them after flush); UNAVAILABLE at once while the
- * server is down, marks kept meanwhile and committed when it is back, on the same object. Each run uses its own database notifications_test_<pid>, dropped at the
- * end. The name starts with "userdata" because scripts/lib/test-mariadb.sh grants the test
- * user `userdata%` only (see the report: it should also grant `notifications%`). */
+ * server is down, marks kept meanwhile and committed when it is back, on the same object. Each run
+ * uses its own database notifications_test_<pid>, dropped at the end. The name starts with
+ * "userdata" because scripts/lib/test-mariadb.sh grants the test user `userdata%` only (see the
+ * report: it should also grant `notifications%`). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -184,8 +185,7 @@ static void test_mark_sent_is_seen_at_once_and_durable_after_flush(void **state)
     struct mariadb_delivery_log *other = mariadb_delivery_log_new(&cfg);
     assert_non_null(other);
     struct delivery_log p2 = mariadb_delivery_log_port(other);
-    assert_int_equal(p2.ops->begin(p2.self, key, "welcome", "b@example.org", &st),
-                     DELIVERY_LOG_OK);
+    assert_int_equal(p2.ops->begin(p2.self, key, "welcome", "b@example.org", &st), DELIVERY_LOG_OK);
     assert_int_equal(st, DELIVERY_SENT);
     mariadb_delivery_log_free(other);
 }
@@ -224,9 +224,10 @@ static void test_record_attempt_counts_and_mark_failed_fails(void **state)
     assert_int_equal(port.ops->record_attempt(port.self, key, "welcome", "c@example.org",
                                               "connect: refused\r\n\xff"),
                      DELIVERY_LOG_OK);
-    assert_int_equal(scalar("SELECT attempts FROM deliveries WHERE recipient = 'c@example.org' "
-                            "AND state = 'pending' AND last_error = CONCAT('connect: refused', REPEAT('?', 3))"),
-                     2);
+    assert_int_equal(
+        scalar("SELECT attempts FROM deliveries WHERE recipient = 'c@example.org' "
+               "AND state = 'pending' AND last_error = CONCAT('connect: refused', REPEAT('?', 3))"),
+        2);
     assert_int_equal(port.ops->begin(port.self, key, "welcome", "c@example.org", &st),
                      DELIVERY_LOG_OK);
     assert_int_equal(st, DELIVERY_PENDING);
@@ -440,19 +441,21 @@ static void test_server_down_is_unavailable_fast_then_recovers(void **state)
         fail_msg("could not stop the test database");
     }
     t0 = pe_now_ms();
-    enum delivery_log_err begin_down =
-        port.ops->begin(port.self, "1:bin.000001:401:0:welcome:x@example.org", "welcome",
-                        "x@example.org", &st);
-    enum delivery_log_err failed_down =
-        port.ops->mark_failed(port.self, "1:bin.000001:402:0:welcome:y@example.org", "welcome",
-                              "y@example.org", "550");
+    enum delivery_log_err begin_down = port.ops->begin(
+        port.self, "1:bin.000001:401:0:welcome:x@example.org", "welcome", "x@example.org", &st);
+    enum delivery_log_err failed_down = port.ops->mark_failed(
+        port.self, "1:bin.000001:402:0:welcome:y@example.org", "welcome", "y@example.org", "550");
     enum delivery_log_err ping_down = port.ops->ping(port.self);
     long long took = pe_now_ms() - t0;
     enum delivery_state pf_sent = DELIVERY_PENDING, pf_new = DELIVERY_SENT;
-    enum delivery_log_err pf_sent_e = port.ops->begin(port.self, pf[0], "welcome", "b@example.org", &pf_sent);
-    enum delivery_log_err pf_new_e = port.ops->begin(port.self, pf[1], "welcome", "z@example.org", &pf_new);
-    enum delivery_log_err mark_down = port.ops->mark_sent(port.self, key, "welcome", "d@example.org");
-    enum delivery_log_err seen_down = port.ops->begin(port.self, key, "welcome", "d@example.org", &st);
+    enum delivery_log_err pf_sent_e =
+        port.ops->begin(port.self, pf[0], "welcome", "b@example.org", &pf_sent);
+    enum delivery_log_err pf_new_e =
+        port.ops->begin(port.self, pf[1], "welcome", "z@example.org", &pf_new);
+    enum delivery_log_err mark_down =
+        port.ops->mark_sent(port.self, key, "welcome", "d@example.org");
+    enum delivery_log_err seen_down =
+        port.ops->begin(port.self, key, "welcome", "d@example.org", &st);
     enum delivery_state st_down = st;
     enum delivery_log_err flush_down = port.ops->flush(port.self, 1500);
     int started = db_ctl("start");
@@ -466,8 +469,8 @@ static void test_server_down_is_unavailable_fast_then_recovers(void **state)
     assert_int_equal(failed_down, DELIVERY_LOG_UNAVAILABLE);
     assert_int_equal(ping_down, DELIVERY_LOG_UNAVAILABLE);
     assert_true(took < 3000);
-    assert_int_equal(mark_down, DELIVERY_LOG_OK);   /* queued */
-    assert_int_equal(seen_down, DELIVERY_LOG_OK);   /* from memory */
+    assert_int_equal(mark_down, DELIVERY_LOG_OK); /* queued */
+    assert_int_equal(seen_down, DELIVERY_LOG_OK); /* from memory */
     assert_int_equal(st_down, DELIVERY_SENT);
     assert_int_equal(flush_down, DELIVERY_LOG_UNAVAILABLE);
     assert_true(port.ops->durable(port.self) < port.ops->written(port.self));

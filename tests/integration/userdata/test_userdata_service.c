@@ -2056,8 +2056,8 @@ static void test_migrate_command(void **state)
         int st = run_capture(argv, e.v, 60, out, sizeof out, err, sizeof err);
         env_free(&e);
         if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-            print_error("userdata migrate (run %d): status %d\nstdout: %s\nstderr: %s\n", run,
-                        st, out, err);
+            print_error("userdata migrate (run %d): status %d\nstdout: %s\nstderr: %s\n", run, st,
+                        out, err);
             fail();
         }
         char want[64];
@@ -2085,8 +2085,8 @@ static void test_migrate_command(void **state)
     int st = run_capture(argv, e.v, 30, out, sizeof out, err, sizeof err);
     env_free(&e);
     if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 1) {
-        print_error("userdata migrate without a server: expected exit 1, got %d\n%s%s\n", st,
-                    out, err);
+        print_error("userdata migrate without a server: expected exit 1, got %d\n%s%s\n", st, out,
+                    err);
         fail();
     }
     assert_true(now_s() - t0 < 20);

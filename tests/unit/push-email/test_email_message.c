@@ -359,7 +359,8 @@ static void international_subjects_round_trip(void **state)
     check_subject_round_trip("🎉🎉🎉 Welcome 👋🏽 to cdc-notify "
                              "🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀 "
                              "and more "
-                             "😀😃😄😁😆😅🤣😂🙂🙃😉😊😇🥰😍🤩😘😗☺😚😙🥲😋😛😜"
+                             "😀😃😄😁😆😅🤣😂🙂🙃😉😊😇🥰😍🤩😘😗☺😚😙🥲😋😛"
+                             "😜"
                              "🤪"
                              "😝"
                              "🤑",

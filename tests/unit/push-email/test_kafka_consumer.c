@@ -456,8 +456,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(a_close_whose_flush_fails_commits_only_what_is_durable,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(a_slow_batch_hands_the_rest_back_in_order, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(a_slow_batch_hands_the_rest_back_in_order, setup, teardown),
     };
     return cmocka_run_group_tests_name("kafka consumer (mock cluster)", tests, NULL, NULL);
 }

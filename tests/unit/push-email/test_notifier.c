@@ -165,7 +165,7 @@ static void fl_prefetch(void *self, const char *const *keys, size_t n)
 }
 
 static const struct delivery_log_ops fake_log_ops = {
-    fl_begin, fl_sent,    fl_failed, fl_attempt, fl_ping,
+    fl_begin,   fl_sent,    fl_failed, fl_attempt,  fl_ping,
     fl_written, fl_durable, fl_flush,  fl_prefetch,
 };
 

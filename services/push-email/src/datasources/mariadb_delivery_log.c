@@ -59,13 +59,14 @@ enum stmt_id { ST_STATE, ST_SENT, ST_SENT16, ST_FAILED, ST_ATTEMPT, ST_STATES, S
 
 /* prefetch: keys looked up per statement (unused slots repeat the first key). */
 #define PREFETCH_PER_STMT 64
-#define IN64                                                                                    \
-    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?," \
+#define IN64                                                                                       \
+    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?," \
+    "?,?,"                                                                                         \
     "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?"
 /* The writer's multi-row upsert: 16 rows per statement. */
-#define SENT_ROW "(?, ?, ?, ?, 'sent', CURRENT_TIMESTAMP(6))"
+#define SENT_ROW  "(?, ?, ?, ?, 'sent', CURRENT_TIMESTAMP(6))"
 #define SENT_ROW4 SENT_ROW ", " SENT_ROW ", " SENT_ROW ", " SENT_ROW
-#define ROW16 SENT_ROW4 ", " SENT_ROW4 ", " SENT_ROW4 ", " SENT_ROW4
+#define ROW16     SENT_ROW4 ", " SENT_ROW4 ", " SENT_ROW4 ", " SENT_ROW4
 /* How many prefetched states begin() may use, and for how long (another member of the
  * group may write meanwhile; our own writes update the cache). */
 #define PREFETCH_CACHE_MAX 256
@@ -113,10 +114,10 @@ struct mark {
     char recipient[RECIPIENT_MAX + 1];
 };
 
-#define WRITER_BATCH_MAX  256 /* marks per transaction */
-#define WRITER_BACKOFF_MS 100
+#define WRITER_BATCH_MAX      256 /* marks per transaction */
+#define WRITER_BACKOFF_MS     100
 #define WRITER_BACKOFF_MAX_MS 2000
-#define FREE_FLUSH_MS 10000 /* how long free() lets the writer finish */
+#define FREE_FLUSH_MS         10000 /* how long free() lets the writer finish */
 
 struct mariadb_delivery_log {
     struct db_config cfg; /* strings point into the copies below */
@@ -129,8 +130,8 @@ struct mariadb_delivery_log {
     int64_t cache_at_ms;
 
     pthread_mutex_t mu;
-    pthread_cond_t wake;     /* writer: marks queued, or stop */
-    pthread_cond_t progress; /* flush(): durable moved */
+    pthread_cond_t wake;                /* writer: marks queued, or stop */
+    pthread_cond_t progress;            /* flush(): durable moved */
     struct mark *queued, **queued_tail; /* FIFO, not yet taken by the writer */
     struct mark *inflight;              /* taken by the writer, being committed */
     uint64_t written, durable;
@@ -874,9 +875,9 @@ static void *writer_main(void *arg)
         if (l->stop) {
             break;
         }
-        backoff = backoff == 0 ? WRITER_BACKOFF_MS
-                               : (backoff * 2 > WRITER_BACKOFF_MAX_MS ? WRITER_BACKOFF_MAX_MS
-                                                                      : backoff * 2);
+        backoff = backoff == 0
+                      ? WRITER_BACKOFF_MS
+                      : (backoff * 2 > WRITER_BACKOFF_MAX_MS ? WRITER_BACKOFF_MAX_MS : backoff * 2);
         pthread_mutex_unlock(&l->mu);
         sleep_ms(backoff);
         pthread_mutex_lock(&l->mu);
@@ -944,8 +945,10 @@ void mariadb_delivery_log_free(struct mariadb_delivery_log *l)
             pthread_mutex_lock(&l->mu);
             snprintf(n, sizeof n, "%llu", (unsigned long long)(l->written - l->durable));
             pthread_mutex_unlock(&l->mu);
-            log_write(LOG_ERROR, "delivery log: sent marks not committed at exit (their emails "
-                      "may be sent again after a restart)", "marks", n, NULL);
+            log_write(LOG_ERROR,
+                      "delivery log: sent marks not committed at exit (their emails "
+                      "may be sent again after a restart)",
+                      "marks", n, NULL);
         }
         pthread_mutex_lock(&l->mu);
         l->stop = true; /* the writer gives up on a failing batch now */

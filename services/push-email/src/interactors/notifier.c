@@ -30,7 +30,7 @@ struct notifier {
      * serves one thread. */
     struct notification *notes;
     /* notifier_prefetch's dedupe keys (NOTIFIER_PREFETCH_MAX * NOTIFY_MAX_PER_CHANGE). */
-    char (*prefetch_keys)[sizeof ((struct notification *)0)->dedupe_key];
+    char (*prefetch_keys)[sizeof((struct notification *)0)->dedupe_key];
     const char **prefetch_ptrs;
     struct mail_sender sender;
     struct delivery_log log;
@@ -48,8 +48,8 @@ struct notifier *notifier_new(struct mail_sender sender, struct delivery_log log
     if (n == NULL)
         return NULL;
     n->notes = calloc(NOTIFY_MAX_PER_CHANGE, sizeof *n->notes);
-    n->prefetch_keys = calloc(NOTIFIER_PREFETCH_MAX * NOTIFY_MAX_PER_CHANGE,
-                              sizeof *n->prefetch_keys);
+    n->prefetch_keys =
+        calloc(NOTIFIER_PREFETCH_MAX * NOTIFY_MAX_PER_CHANGE, sizeof *n->prefetch_keys);
     n->prefetch_ptrs =
         calloc(NOTIFIER_PREFETCH_MAX * NOTIFY_MAX_PER_CHANGE, sizeof *n->prefetch_ptrs);
     if (n->notes == NULL || n->prefetch_keys == NULL || n->prefetch_ptrs == NULL) {
@@ -375,8 +375,7 @@ int notifier_flush(const struct notifier *n, int timeout_ms)
     return n->log.ops->flush(n->log.self, timeout_ms) == DELIVERY_LOG_OK ? 0 : -1;
 }
 
-void notifier_prefetch(struct notifier *n, const struct user_change *const *changes,
-                       size_t count)
+void notifier_prefetch(struct notifier *n, const struct user_change *const *changes, size_t count)
 {
     size_t keys = 0;
 

@@ -44,8 +44,7 @@ enum notify_outcome notifier_handle(struct notifier *n, const struct user_change
 /* Before handling a batch of changes: asks the delivery log for the states of all the
  * emails they deserve in one go (at most NOTIFIER_PREFETCH_MAX changes are looked at). */
 #define NOTIFIER_PREFETCH_MAX 64
-void notifier_prefetch(struct notifier *n, const struct user_change *const *changes,
-                       size_t count);
+void notifier_prefetch(struct notifier *n, const struct user_change *const *changes, size_t count);
 
 /* Write-behind of the delivery log (see delivery_log.h): a ticket for what the events
  * handled so far recorded, the highest ticket that is durable, and a bounded wait until

@@ -76,11 +76,11 @@ struct kafka_consumer {
     kafka_event_handler handler;
     void *handler_ctx;
     void (*prefetch)(void *ctx, const struct user_change *const *changes, size_t n);
-    bool (*stop)(void);            /* kafka_consumer_run's: checked between events */
+    bool (*stop)(void); /* kafka_consumer_run's: checked between events */
     int64_t batch_budget_ms;
-    struct parsed_event *parsed;   /* BATCH_MAX, reused */
+    struct parsed_event *parsed; /* BATCH_MAX, reused */
     struct partition_state parts[MAX_PARTITIONS];
-    struct kafka_offset_gate gate; /* all NULL without a gate */
+    struct kafka_offset_gate gate;  /* all NULL without a gate */
     struct waiting_offset *waiting; /* ring of WAITING_MAX, oldest at waiting_head */
     size_t waiting_head, waiting_len;
     atomic_llong last_poll_s;
@@ -731,8 +731,8 @@ void kafka_consumer_free(struct kafka_consumer *kc)
     if (flush_waiting(kc, GATE_FLUSH_MS) != 0) {
         char n[24];
         snprintf(n, sizeof n, "%zu", kc->waiting_len);
-        log_write(LOG_WARN, "close: offsets not stored, their events will be read again",
-                  "events", n, NULL);
+        log_write(LOG_WARN, "close: offsets not stored, their events will be read again", "events",
+                  n, NULL);
     }
     rd_kafka_resp_err_t e = rd_kafka_consumer_close(kc->rk); /* commits stored offsets */
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
