@@ -19,26 +19,8 @@ OUT=${2:?usage: test_image.sh SERVICE OUT_DIR}
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 : "${TEST_DB_HOST:?}" "${TEST_DB_PORT:?}" "${TEST_DB_USER:?}" "${TEST_DB_PASSWORD:?}"
 ROOT="$OUT/rootfs"
-pass=0
-fail=0
-check() {
-    if eval "$1"; then
-        pass=$((pass + 1))
-        echo "[       OK ] $2"
-    else
-        fail=$((fail + 1))
-        echo "[  FAILED  ] $2"
-    fi
-}
-finish() {
-    echo "[==========] image_$SERVICE: $((pass + fail)) checks ran."
-    echo "[  PASSED  ] $pass checks."
-    if [ "$fail" != 0 ] || [ "$pass" = 0 ]; then
-        echo "[  FAILED  ] $fail checks."
-        exit 1
-    fi
-    exit 0
-}
+# shellcheck source=../lib/checks.sh
+. "$REPO/tests/lib/checks.sh"
 
 if ! command -v debootstrap >/dev/null 2>&1; then
     echo "FAIL: debootstrap is missing (scripts/lib/install-deps.sh installs it)"
@@ -155,4 +137,4 @@ svc_pid=""
 check '[ "$rc" = 0 ]' "SIGTERM: exit 0 (got $rc)"
 mariadb --no-defaults --protocol=tcp -h "$TEST_DB_HOST" -P "$TEST_DB_PORT" -u "$TEST_DB_USER" \
     -p"$TEST_DB_PASSWORD" -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
-finish
+checks_finish "image_$SERVICE"

@@ -17,17 +17,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 : "${STACK_CONNECT_PORT:?}" "${STACK_DB_PORT:?}"
 URL="http://127.0.0.1:$STACK_CONNECT_PORT"
 CFG="$REPO/connector-config"
-pass=0
-fail=0
-check() {
-    if eval "$1"; then
-        pass=$((pass + 1))
-        echo "[       OK ] $2"
-    else
-        fail=$((fail + 1))
-        echo "[  FAILED  ] $2"
-    fi
-}
+# shellcheck source=../../lib/checks.sh
+. "$REPO/tests/lib/checks.sh"
 validate() { # class, json file with {config..., name}: prints error_count and the errors
     curl -sS -m 120 -X PUT -H 'Content-Type: application/json' --data-binary @"$2" \
         "$URL/connector-plugins/$1/config/validate" |
@@ -98,9 +89,4 @@ check 'grep -q "task 0: FAILED" <<<"$out"' "it prints each task's state"
 check 'grep -q "task 0 trace:" <<<"$out" && grep -q "DebeziumException" <<<"$out"' "it prints the task's trace"
 check '! grep -q "^jq: error" <<<"$out"' "the status is printed without a jq error"
 
-echo "[==========] connector_configs: $((pass + fail)) checks ran."
-echo "[  PASSED  ] $pass checks."
-[ "$fail" = 0 ] || {
-    echo "[  FAILED  ] $fail checks."
-    exit 1
-}
+checks_finish connector_configs

@@ -6,17 +6,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 : "${STACK_DIR:?}" "${STACK_CONNECT_PORT:?}"
 LOG="$STACK_DIR/logs/connect.log"
-pass=0
-fail=0
-check() {
-    if eval "$1"; then
-        pass=$((pass + 1))
-        echo "[       OK ] $2"
-    else
-        fail=$((fail + 1))
-        echo "[  FAILED  ] $2"
-    fi
-}
+# shellcheck source=../../lib/checks.sh
+. "$REPO/tests/lib/checks.sh"
 starts_before="$(grep -c 'Starting task' "$LOG" || true)"
 check '[ "$starts_before" -ge 1 ]' "the worker log records task starts ($starts_before so far)"
 for i in 1 2; do
@@ -28,6 +19,4 @@ for i in 1 2; do
 done
 starts_after="$(grep -c 'Starting task' "$LOG" || true)"
 check '[ "$starts_before" = "$starts_after" ]' "no task restarted ($starts_before -> $starts_after 'Starting task' lines)"
-echo "[==========] register_idempotent: $((pass + fail)) checks ran."
-echo "[  PASSED  ] $pass checks."
-[ "$fail" = 0 ] || { echo "[  FAILED  ] $fail checks."; exit 1; }
+checks_finish register_idempotent

@@ -164,10 +164,10 @@ static int is_transient_error(unsigned e)
     }
 }
 
-static struct step stmt_failure(const char *op, MYSQL_STMT *st)
+/* Maps a MariaDB error number to the port's error, and logs it. */
+static struct step db_failure(const char *op, unsigned e, const char *message)
 {
     struct step s = {DELIVERY_LOG_INTERNAL, 0};
-    unsigned e = mysql_stmt_errno(st);
     char num[16];
 
     if (db_is_connection_error(e)) {
@@ -177,9 +177,13 @@ static struct step stmt_failure(const char *op, MYSQL_STMT *st)
         s.err = DELIVERY_LOG_UNAVAILABLE;
     }
     snprintf(num, sizeof num, "%u", e);
-    log_write(LOG_ERROR, "delivery log db error", "op", op, "errno", num, "error",
-              mysql_stmt_error(st), NULL);
+    log_write(LOG_ERROR, "delivery log db error", "op", op, "errno", num, "error", message, NULL);
     return s;
+}
+
+static struct step stmt_failure(const char *op, MYSQL_STMT *st)
+{
+    return db_failure(op, mysql_stmt_errno(st), mysql_stmt_error(st));
 }
 
 /* ---------------------------------------------------------------- values -- */
@@ -296,20 +300,7 @@ static struct step exec_stmt(struct conn *c, enum stmt_id id, const char *op, MY
 /* A failed mysql_* call on the connection itself (not a statement). */
 static struct step conn_failure(const char *op, MYSQL *db)
 {
-    struct step s = {DELIVERY_LOG_INTERNAL, 0};
-    unsigned e = mysql_errno(db);
-    char num[16];
-
-    if (db_is_connection_error(e)) {
-        s.err = DELIVERY_LOG_UNAVAILABLE;
-        s.lost = 1;
-    } else if (is_transient_error(e)) {
-        s.err = DELIVERY_LOG_UNAVAILABLE;
-    }
-    snprintf(num, sizeof num, "%u", e);
-    log_write(LOG_ERROR, "delivery log db error", "op", op, "errno", num, "error", mysql_error(db),
-              NULL);
-    return s;
+    return db_failure(op, mysql_errno(db), mysql_error(db));
 }
 
 /* ---------------------------------------------------------------- operations -- */
