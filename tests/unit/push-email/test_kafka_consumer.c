@@ -45,6 +45,8 @@ struct recorder {
     long prefetched[64];
     size_t n_prefetched, n_unannounced;
     unsigned handler_ms; /* how long each event takes */
+    long refuse_pos;     /* the event at this binlog position is refused (RETRY) ... */
+    int refuse_times;    /* ... this many times */
 };
 
 static void prefetch_hook(void *ctx, const struct user_change *const *changes, size_t n)
@@ -79,6 +81,10 @@ static enum notify_outcome record(void *ctx, const struct user_change *c, struct
     struct recorder *r = ctx;
     memset(rep, 0, sizeof *rep);
     enum notify_outcome o = r->n < 64 ? r->script[r->n] : NOTIFY_DONE;
+    if (r->refuse_times > 0 && (long)c->source.pos == r->refuse_pos) {
+        o = NOTIFY_RETRY;
+        r->refuse_times--;
+    }
     if (r->handler_ms > 0) {
         struct timespec ts = {0, (long)r->handler_ms * 1000000L};
         nanosleep(&ts, NULL);
@@ -161,6 +167,29 @@ static void produce(struct fixture *fx, const char *value, size_t len)
     assert_int_equal(rd_kafka_flush(fx->owner, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
 }
 
+/* A create event into a partition of topic. */
+static void produce_to(struct fixture *fx, const char *topic, int32_t partition, int pos)
+{
+    char buf[2048];
+    int n = snprintf(buf, sizeof buf, CREATE, pos);
+    rd_kafka_vu_t vu[5];
+    memset(vu, 0, sizeof vu);
+    vu[0].vtype = RD_KAFKA_VTYPE_TOPIC;
+    vu[0].u.cstr = topic;
+    vu[1].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+    vu[1].u.i = RD_KAFKA_MSG_F_COPY;
+    vu[2].vtype = RD_KAFKA_VTYPE_PARTITION;
+    vu[2].u.i32 = partition;
+    vu[3].vtype = RD_KAFKA_VTYPE_VALUE;
+    vu[3].u.mem.ptr = buf;
+    vu[3].u.mem.size = (size_t)n;
+    vu[4].vtype = RD_KAFKA_VTYPE_KEY;
+    vu[4].u.mem.ptr = (void *)"k";
+    vu[4].u.mem.size = 1;
+    assert_null(rd_kafka_produceva(fx->owner, vu, 5));
+    assert_int_equal(rd_kafka_flush(fx->owner, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
 static void produce_create(struct fixture *fx, int pos)
 {
     char buf[2048];
@@ -169,6 +198,7 @@ static void produce_create(struct fixture *fx, int pos)
 }
 
 static uint32_t g_budget_ms; /* 0: the default */
+static const char *g_topic;  /* NULL: TOPIC */
 
 static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder *r,
                                              const struct kafka_offset_gate *gate)
@@ -179,10 +209,10 @@ static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder
     struct kafka_consumer_config cfg = {
         .brokers = fx->brokers,
         .group_id = fx->group,
-        .topic = TOPIC,
+        .topic = g_topic != NULL ? g_topic : TOPIC,
         .dlq_topic = DLQ,
-        .retry_base_ms = 50,
-        .retry_max_ms = 200,
+        .retry_base_ms = g_topic != NULL ? 1500 : 50,
+        .retry_max_ms = g_topic != NULL ? 1500 : 200,
         .extra = extra,
         .gate = gate,
         .prefetch = prefetch_hook,
@@ -440,6 +470,49 @@ static void a_slow_batch_hands_the_rest_back_in_order(void **state)
     assert_int_equal(committed(fx, TOPIC), 4);
 }
 
+/* A partition paused for a retry holds back only itself: the other partition's events are
+ * handled meanwhile (polling goes on), and the paused one resumes in order. */
+static void a_paused_partition_does_not_hold_the_others(void **state)
+{
+    struct fixture *fx = *state;
+    struct recorder r = {0};
+    static const char topic2[] = "cdc.info-user.two";
+
+    rd_kafka_mock_topic_create(fx->mock, topic2, 2, 1);
+    produce_to(fx, topic2, 0, 100); /* refused once: partition 0 waits 1.5 s */
+    produce_to(fx, topic2, 0, 110);
+    r.refuse_pos = 100;
+    r.refuse_times = 1;
+    g_topic = topic2;
+    struct kafka_consumer *kc = consumer(fx, &r);
+    g_topic = NULL;
+    poll_until(kc, &r, 1); /* 100 refused: partition 0 paused */
+    assert_int_equal(r.n, 1);
+    for (int i = 0; i < 5; i++)
+        produce_to(fx, topic2, 1, 200 + i);
+    poll_until(kc, &r, 8);
+    kafka_consumer_free(kc);
+
+    size_t first100 = 64, second100 = 64, n200 = 0, n200_between = 0, at110 = 64;
+    for (size_t i = 0; i < r.n; i++) {
+        if (r.seen[i] == 100 && first100 == 64)
+            first100 = i;
+        else if (r.seen[i] == 100)
+            second100 = i;
+        else if (r.seen[i] == 110)
+            at110 = i;
+        else if (r.seen[i] >= 200)
+            n200++;
+    }
+    for (size_t i = first100 + 1; i < second100 && i < r.n; i++)
+        n200_between += r.seen[i] >= 200;
+    assert_int_equal(r.n, 8);
+    assert_int_equal(n200, 5);
+    assert_true(second100 < 64);    /* refused once, then handled */
+    assert_true(n200_between > 0);  /* partition 1 served while partition 0 waited */
+    assert_true(at110 > second100); /* partition 0 kept its order */
+}
+
 int main(void)
 {
     log_init("test", LOG_ERROR);
@@ -457,6 +530,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_close_whose_flush_fails_commits_only_what_is_durable,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_slow_batch_hands_the_rest_back_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_paused_partition_does_not_hold_the_others, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("kafka consumer (mock cluster)", tests, NULL, NULL);
 }
