@@ -355,7 +355,8 @@ static void international_subjects_round_trip(void **state)
         "セキュリティのお知らせ：cdc-notify アカウントのメールアドレスが変更されました。"
         "心当たりがない場合はすぐにご連絡ください。",
         NULL);
-    /* Emoji: 4-byte sequences */
+    /* Emoji: 4-byte sequences (clang-format 14 miscounts their width: left as written) */
+    // clang-format off
     check_subject_round_trip("🎉🎉🎉 Welcome 👋🏽 to cdc-notify "
                              "🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀🚀 "
                              "and more "
@@ -365,6 +366,7 @@ static void international_subjects_round_trip(void **state)
                              "😝"
                              "🤑",
                              NULL);
+    // clang-format on
     /* Spanish, short */
     check_subject_round_trip("Se eliminó tu cuenta", NULL);
     /* Invalid UTF-8 becomes U+FFFD rather than broken words */
