@@ -72,6 +72,22 @@ bool db_is_connection_error(unsigned mysql_errno_value)
     }
 }
 
+bool db_is_transient_error(unsigned mysql_errno_value)
+{
+    switch (mysql_errno_value) {
+    case ER_LOCK_WAIT_TIMEOUT:
+    case ER_LOCK_DEADLOCK:
+    case ER_OPTION_PREVENTS_STATEMENT: /* --read-only during a failover */
+    case ER_QUERY_INTERRUPTED:
+    case ER_STATEMENT_TIMEOUT:
+    case ER_CON_COUNT_ERROR:
+    case ER_TOO_MANY_USER_CONNECTIONS:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* Runs fixed session setup text on a new connection (never user input). */
 static int session_setup(MYSQL *db, unsigned io_timeout_s)
 {

@@ -37,6 +37,11 @@ int db_migrations_apply(const struct db_config *cfg, const char *dir, unsigned *
  * broken (server gone, lost, killed, shutting down): close it and open a new one. */
 bool db_is_connection_error(unsigned mysql_errno_value);
 
+/* True when mysql_errno_value is an error of a healthy connection that may go away if the
+ * same work is tried again later (lock wait timeout, deadlock, read-only during a failover,
+ * interrupted, too many connections): the caller reports "unavailable", not a bug. */
+bool db_is_transient_error(unsigned mysql_errno_value);
+
 /* db_migrations_apply, retried once a second while the database cannot be reached yet
  * (a service starting beside its database), for at most wait_s seconds or until stop()
  * returns true (stop may be NULL). Logs the outcome. Returns 0, or -1 with errstr filled. */

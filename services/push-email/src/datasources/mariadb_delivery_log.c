@@ -148,22 +148,6 @@ struct step {
 
 /* ---------------------------------------------------------------- errors -- */
 
-static int is_transient_error(unsigned e)
-{
-    switch (e) {
-    case ER_LOCK_WAIT_TIMEOUT:
-    case ER_LOCK_DEADLOCK:
-    case ER_OPTION_PREVENTS_STATEMENT: /* --read-only during a failover */
-    case ER_QUERY_INTERRUPTED:
-    case ER_STATEMENT_TIMEOUT:
-    case ER_CON_COUNT_ERROR:
-    case ER_TOO_MANY_USER_CONNECTIONS:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 /* Maps a MariaDB error number to the port's error, and logs it. */
 static struct step db_failure(const char *op, unsigned e, const char *message)
 {
@@ -173,7 +157,7 @@ static struct step db_failure(const char *op, unsigned e, const char *message)
     if (db_is_connection_error(e)) {
         s.err = DELIVERY_LOG_UNAVAILABLE;
         s.lost = 1;
-    } else if (is_transient_error(e)) {
+    } else if (db_is_transient_error(e)) {
         s.err = DELIVERY_LOG_UNAVAILABLE;
     }
     snprintf(num, sizeof num, "%u", e);

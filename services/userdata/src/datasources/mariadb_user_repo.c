@@ -141,23 +141,6 @@ static int is_connection_error(unsigned e)
     }
 }
 
-/* Transient errors of a healthy connection: the caller may try again later. */
-static int is_transient_error(unsigned e)
-{
-    switch (e) {
-    case ER_LOCK_WAIT_TIMEOUT:
-    case ER_LOCK_DEADLOCK:
-    case ER_OPTION_PREVENTS_STATEMENT: /* --read-only during a failover */
-    case ER_QUERY_INTERRUPTED:
-    case ER_STATEMENT_TIMEOUT:
-    case ER_CON_COUNT_ERROR:
-    case ER_TOO_MANY_USER_CONNECTIONS:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 static void log_db_error(const char *op, unsigned e, const char *sqlstate, const char *msg)
 {
     char num[16];
@@ -181,7 +164,7 @@ static struct step stmt_failure(const char *op, MYSQL_STMT *st)
     if (is_connection_error(e)) {
         s.err = USER_REPO_UNAVAILABLE;
         s.lost = 1;
-    } else if (is_transient_error(e)) {
+    } else if (db_is_transient_error(e)) {
         s.err = USER_REPO_UNAVAILABLE;
     }
     log_db_error(op, e, mysql_stmt_sqlstate(st), mysql_stmt_error(st));
