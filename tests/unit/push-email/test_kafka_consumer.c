@@ -513,6 +513,64 @@ static void a_paused_partition_does_not_hold_the_others(void **state)
     assert_true(at110 > second100); /* partition 0 kept its order */
 }
 
+/* Two members of one group (cooperative-sticky): when the second joins, the first gives up
+ * a partition. Its handled events' offsets were waiting for the delivery log (nothing
+ * durable yet); the revoke flushes the log and commits first, so the new owner starts
+ * after them: every event is handled once, by one member, none lost. */
+static void a_rebalance_hands_over_without_losses_or_repeats(void **state)
+{
+    struct fixture *fx = *state;
+    static const char topic[] = "cdc.info-user.rebalance";
+    struct recorder a = {0}, b = {0};
+    a.flush_ok = true;
+    const struct kafka_offset_gate gate = {gate_ticket, gate_durable, gate_flush, &a};
+
+    rd_kafka_mock_topic_create(fx->mock, topic, 2, 1);
+    for (int i = 0; i < 10; i++) {
+        produce_to(fx, topic, 0, 1000 + i);
+        produce_to(fx, topic, 1, 2000 + i);
+    }
+    g_topic = topic;
+    struct kafka_consumer *ka = consumer_gated(fx, &a, &gate);
+    time_t deadline = time(NULL) + 20;
+    while (a.n < 20 && time(NULL) < deadline)
+        kafka_consumer_poll_once(ka, 100);
+    assert_int_equal(a.n, 20);
+    assert_int_equal(a.durable, 0); /* all 20 offsets wait for the log */
+
+    struct kafka_consumer *kb = consumer(fx, &b);
+    g_topic = NULL;
+    /* Both poll until B owns a partition, then more events arrive on both. */
+    deadline = time(NULL) + 30;
+    bool produced = false;
+    while (time(NULL) < deadline && a.n + b.n < 30) {
+        kafka_consumer_poll_once(ka, 50);
+        kafka_consumer_poll_once(kb, 50);
+        if (!produced && a.durable > 0) { /* A's revoke flushed the log */
+            for (int i = 0; i < 5; i++) {
+                produce_to(fx, topic, 0, 3000 + i);
+                produce_to(fx, topic, 1, 4000 + i);
+            }
+            produced = true;
+        }
+    }
+    for (int i = 0; i < 20; i++) { /* nothing more should come */
+        kafka_consumer_poll_once(ka, 25);
+        kafka_consumer_poll_once(kb, 25);
+    }
+    kafka_consumer_free(kb);
+    kafka_consumer_free(ka);
+
+    assert_true(produced);
+    assert_true(b.n > 0); /* B took a partition over */
+    assert_int_equal(a.n + b.n, 30);
+    for (size_t i = 0; i < b.n; i++) {
+        for (size_t j = 0; j < a.n; j++)
+            assert_true(b.seen[i] != a.seen[j]); /* no event handled by both */
+        assert_true(b.seen[i] >= 3000);          /* B started after A's committed offsets */
+    }
+}
+
 int main(void)
 {
     log_init("test", LOG_ERROR);
@@ -531,6 +589,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_slow_batch_hands_the_rest_back_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(a_paused_partition_does_not_hold_the_others, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_rebalance_hands_over_without_losses_or_repeats, setup,
                                         teardown),
     };
     return cmocka_run_group_tests_name("kafka consumer (mock cluster)", tests, NULL, NULL);
