@@ -5,10 +5,18 @@ with the same consumer group: every expected email arrives exactly once.
 20 users get 10 full_name changes each (200 PATCHes, each a distinct old -> new pair, so
 each email has distinct content). When about a third of the 200 profile emails are in
 maildev, push-email is killed with SIGKILL and started again (same group id, same delivery
-log). Expected = the PATCHes that changed a visible field (all 200). Duplicates are
-counted by Message-ID (deterministic per dedupe key: a resend after the crash window
-carries the same id) and by (recipient, subject, body); both must be zero, and every
-expected (recipient, new name) must be there exactly once.
+log). Expected = the PATCHes that changed a visible field (all 200). Every expected
+(recipient, new name) must be there, none lost.
+
+Exactly once, with one exception that no design can remove: the email in flight at the
+kill. Between the SMTP server accepting it and push-email committing its `sent` mark (one
+autocommit round trip) a crash leaves no trace of the send, so the restarted push-email
+sends it again, with the SAME Message-ID (derived from the dedupe key), which lets a mail
+system drop the copy. The test kills right after maildev accepted an email, i.e. often in
+that window (the code before the delivery-log changes hit it in 1 run of 5 as well). So:
+at most one email may arrive twice, and only as two copies with one Message-ID; anything
+more (a second duplicate, a copy with another Message-ID, a lost email) fails. The
+negative control below (E2E_CRASH_WIPE_DELIVERY_LOG=1) sends dozens twice.
 """
 import collections
 import os
@@ -114,7 +122,6 @@ log(f"all emails in {time.monotonic() - t0:.1f}s since the first PATCH")
 
 # ---- exact accounting
 t.eq(len(expected), total, "updates that changed a visible field")
-t.eq(len(ems), len(expected), "emails in maildev (exactly one per update)")
 by_id = collections.defaultdict(list)
 by_content = collections.defaultdict(list)
 for e in ems:
@@ -123,9 +130,17 @@ for e in ems:
 dup_ids = {k: len(v) for k, v in by_id.items() if len(v) > 1}
 dup_content = [(k[0], len(v), [message_id(x) for x in v]) for k, v in by_content.items()
                if len(v) > 1]
-t.eq(len(by_id), len(ems), "distinct Message-IDs")
-t.check(not dup_ids, f"no duplicate Message-ID (duplicates: {dup_ids})")
-t.check(not dup_content, f"no duplicate (recipient, subject, body) (duplicates: {dup_content})")
+in_flight_resent = (len(dup_content) == 1 and dup_content[0][1] == 2
+                    and len(set(dup_content[0][2])) == 1 and len(dup_ids) == 1)
+if dup_content:
+    log(f"sent twice: {dup_content[:5]} "
+        f"({'the email in flight at the kill, same Message-ID' if in_flight_resent else 'MORE than the email in flight'})")
+t.check(not dup_content or in_flight_resent,
+        f"no email twice, but for at most the one in flight at the kill, with one Message-ID "
+        f"({len(dup_content)} sent twice: {dup_content[:5]})")
+t.eq(len(ems), len(expected) + (1 if in_flight_resent else 0),
+     "emails in maildev (one per update, plus the in-flight one if it was sent again)")
+t.eq(len(by_id), len(expected), "distinct Message-IDs = updates")
 t.check(all(e.get("subject") == SUBJECT for e in ems), "every email is a profile update")
 
 found = collections.Counter()
@@ -139,7 +154,8 @@ missing = [(r, new) for r, _, new in expected if found[(r, new)] == 0]
 twice = [(r, new, found[(r, new)]) for r, _, new in expected if found[(r, new)] > 1]
 extra = [k for k in found if k not in {(r, new) for r, _, new in expected}]
 t.check(not missing, f"no expected email missing ({len(missing)} missing: {missing[:10]})")
-t.check(not twice, f"no expected email twice ({twice[:10]})")
+t.check(len(twice) <= (1 if in_flight_resent else 0),
+        f"no expected email twice but the in-flight one ({twice[:10]})")
 t.check(not extra, f"no unexpected email ({extra[:10]})")
 try:
     m = pe.metrics()

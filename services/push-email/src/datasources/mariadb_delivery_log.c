@@ -10,10 +10,13 @@
  *   prefetch       one SELECT ... WHERE key_hash IN (64 keys) per 64 keys the consumer is
  *                  about to begin (a batch of events); kept 5 s at most, and updated by our
  *                  own marks, so that begin() needs no round trip of its own.
- *   mark_sent      WRITES BEHIND: queued in memory (begin sees it at once) and committed by
- *                  the writer thread on its own connection, as many marks as are queued in
- *                  one transaction (INSERT ... ON DUPLICATE KEY UPDATE state = 'sent').
- *                  written()/durable() count marks; flush() waits for the writer. The
+ *   mark_sent      INSERT ... ON DUPLICATE KEY UPDATE state = 'sent', autocommit, on the
+ *                  caller's connection: durable on return, so that a crash re-sends at most
+ *                  the email in hand. When that fails (the database is away), or marks from
+ *                  such a time are still waiting, the mark is queued in memory (begin sees
+ *                  it at once) for the writer thread, which commits it on its own
+ *                  connection, with whatever else is queued, when it can: written() and
+ *                  durable() count queued marks, flush() waits for the writer, and the
  *                  consumer stores an event's offset only once its marks are durable.
  *   mark_failed    upsert: state 'failed' (a row already 'sent' stays 'sent'), attempts + 1,
  *                  error. Synchronous.
@@ -118,6 +121,7 @@ struct mark {
 #define WRITER_BACKOFF_MS     100
 #define WRITER_BACKOFF_MAX_MS 2000
 #define FREE_FLUSH_MS         10000 /* how long free() lets the writer finish */
+#define MARK_WAIT_MS          2000  /* how long mark_sent waits for its commit */
 
 struct mariadb_delivery_log {
     struct db_config cfg; /* strings point into the copies below */
@@ -621,25 +625,67 @@ static void copy_cut(char *dst, const char *s, size_t cap)
     dst[n] = '\0';
 }
 
+static void deadline_in(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* The `sent` upsert on the caller's connection, autocommit: one round trip. */
+static struct step op_sent(struct conn *c, struct args *a)
+{
+    MYSQL_BIND p[4];
+    unsigned long lens[3];
+
+    bind_row(p, a->hash, &a->hash_len, a->key, a->kind, a->recipient, lens);
+    return exec_stmt(c, ST_SENT, "mark_sent", p);
+}
+
 static enum delivery_log_err log_mark_sent(void *self, const char *key, const char *kind,
                                            const char *recipient)
 {
     struct mariadb_delivery_log *l = self;
-    struct mark *m = calloc(1, sizeof *m);
+    struct args a;
 
+    /* The common case: nothing waits for the writer, so the mark is committed here and
+     * now, in one autocommit round trip. The time between the SMTP server accepting the
+     * email and this commit is the window in which a crash sends it again: keep it short. */
+    args_init(&a, key, kind, recipient);
+    cache_update(l, a.hash, DELIVERY_SENT);
+    pthread_mutex_lock(&l->mu);
+    bool idle = l->queued == NULL && l->inflight == NULL;
+    pthread_mutex_unlock(&l->mu);
+    if (idle && run(l, op_sent, &a) == DELIVERY_LOG_OK) {
+        return DELIVERY_LOG_OK;
+    }
+    /* The database is away (or marks are still queued from when it was): the writer keeps
+     * this one, in order, until it is committed; the consumer stores no offset relying on
+     * it before then. Wait a little for it all the same. */
+    struct mark *m = calloc(1, sizeof *m);
     if (m == NULL) {
         return DELIVERY_LOG_UNAVAILABLE;
     }
-    crypto_hash_sha256(m->hash, (const unsigned char *)key, strlen(key));
+    memcpy(m->hash, a.hash, HASH_LEN);
     copy_cut(m->key, key, KEY_MAX);
     copy_cut(m->kind, kind, KIND_MAX);
     copy_cut(m->recipient, recipient, RECIPIENT_MAX);
-    cache_update(l, m->hash, DELIVERY_SENT);
     pthread_mutex_lock(&l->mu);
-    m->ticket = ++l->written;
+    uint64_t ticket = m->ticket = ++l->written;
     *l->queued_tail = m;
     l->queued_tail = &m->next;
     pthread_cond_signal(&l->wake);
+    struct timespec until;
+    deadline_in(&until, MARK_WAIT_MS);
+    while (l->durable < ticket) {
+        if (pthread_cond_timedwait(&l->progress, &l->mu, &until) == ETIMEDOUT) {
+            break;
+        }
+    }
     pthread_mutex_unlock(&l->mu);
     return DELIVERY_LOG_OK;
 }
@@ -692,17 +738,6 @@ static uint64_t log_durable(void *self)
     uint64_t v = l->durable;
     pthread_mutex_unlock(&l->mu);
     return v;
-}
-
-static void deadline_in(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
 }
 
 static enum delivery_log_err log_flush(void *self, int timeout_ms)

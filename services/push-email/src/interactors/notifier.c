@@ -7,10 +7,10 @@
  * between the SMTP server accepting a message and the log recording it: the email is then
  * sent again on retry, with the same Message-ID, which lets mail systems drop the copy.
  *
- * The log may write behind (the MariaDB adapter commits `sent` marks on its own thread, in
- * groups): the caller stores an event's offset only once notifier_durable() has reached
- * the notifier_ticket() it read after the event, so a crash loses no mark that an offset
- * relies on; the window above becomes "accepted by SMTP, mark not yet committed". */
+ * The log may write behind (the MariaDB adapter does, only while its database is away: it
+ * keeps the marks it could not write and commits them later): the caller stores an event's
+ * offset only once notifier_durable() has reached the notifier_ticket() it read after the
+ * event, so a crash loses no mark that an offset relies on. */
 #include "interactors/notifier.h"
 
 #include <stdbool.h>
