@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shared/config.h"
 #include "shared/log.h"
 #include "shared/signals.h"
 
@@ -301,44 +302,14 @@ out:
 static char *read_file(const char *dir, const char *name, size_t *len, char *errstr, size_t errlen)
 {
     char path[4096];
-    FILE *f = NULL;
     char *buf = NULL;
-    size_t n = 0;
-    int ok = 0;
 
     if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path) {
         snprintf(errstr, errlen, "migration path too long: %s", name);
-        goto out;
+        return NULL;
     }
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        snprintf(errstr, errlen, "%s: %s", path, strerror(errno));
-        goto out;
-    }
-    buf = malloc(MIGRATION_FILE_MAX + 1);
-    if (buf == NULL) {
-        snprintf(errstr, errlen, "out of memory");
-        goto out;
-    }
-    n = fread(buf, 1, MIGRATION_FILE_MAX + 1, f);
-    if (ferror(f)) {
-        snprintf(errstr, errlen, "%s: read error", path);
-        goto out;
-    }
-    if (n > MIGRATION_FILE_MAX) {
-        snprintf(errstr, errlen, "%s: larger than %d bytes", path, MIGRATION_FILE_MAX);
-        goto out;
-    }
-    buf[n] = '\0';
-    *len = n;
-    ok = 1;
-out:
-    if (f != NULL) {
-        fclose(f);
-    }
-    if (!ok) {
-        free(buf);
-        buf = NULL;
+    if (config_read_file(path, MIGRATION_FILE_MAX, &buf, len, errstr, errlen) != 0) {
+        return NULL;
     }
     return buf;
 }

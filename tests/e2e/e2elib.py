@@ -18,6 +18,9 @@ import urllib.error
 import urllib.request
 import uuid
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from checks import Checks, load_env  # noqa: E402,F401  (re-exported to the tests)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
 STACK = os.path.join(REPO, "scripts", "stack")
@@ -44,18 +47,6 @@ def stack_dir():
     return os.environ["STACK_DIR"]
 
 
-def load_env():
-    path = os.path.join(stack_dir(), "env")
-    env = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("export ") and "=" in line:
-                k, v = line[len("export "):].split("=", 1)
-                env[k] = v
-    return env
-
-
 def stack(*args, check=True):
     """Runs scripts/stack with this test's environment (private ports, STACK_SKIP)."""
     t0 = time.monotonic()
@@ -66,42 +57,6 @@ def stack(*args, check=True):
         raise RuntimeError(f"scripts/stack {' '.join(args)} exited {r.returncode}")
     log(f"scripts/stack {' '.join(args)}: rc {r.returncode} in {time.monotonic() - t0:.1f}s")
     return r
-
-
-class Checks:
-    """Counts checks; a failed check is printed at once and fails the test at the end."""
-
-    def __init__(self, name):
-        self.name = name
-        self.passed = 0
-        self.failed = []
-        self.t0 = time.monotonic()
-
-    def check(self, cond, what):
-        if cond:
-            self.passed += 1
-            print(f"[       OK ] {what}", flush=True)
-        else:
-            self.failed.append(what)
-            print(f"[  FAILED  ] {what}", flush=True)
-        return cond
-
-    def eq(self, got, want, what):
-        return self.check(got == want, f"{what}: got {got!r}, want {want!r}")
-
-    def finish(self):
-        total = self.passed + len(self.failed)
-        secs = time.monotonic() - self.t0
-        print(f"[==========] {self.name}: {total} checks ran ({secs:.1f} s).")
-        print(f"[  PASSED  ] {self.passed} checks.")
-        if self.failed:
-            print(f"[  FAILED  ] {len(self.failed)} checks, listed below:")
-            for f in self.failed:
-                print(f"[  FAILED  ] {f}")
-        if total == 0:
-            print("[  FAILED  ] no check ran")
-            sys.exit(1)
-        sys.exit(1 if self.failed else 0)
 
 
 def http(method, url, body=None, headers=None, timeout=30):

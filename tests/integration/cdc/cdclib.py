@@ -14,52 +14,10 @@ import urllib.request
 import uuid
 from datetime import datetime, timezone
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
+from checks import Checks, load_env  # noqa: E402,F401  (re-exported to the tests)
+
 TOPIC = "cdc.info-user"
-
-
-def load_env():
-    path = os.path.join(os.environ["STACK_DIR"], "env")
-    env = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("export ") and "=" in line:
-                k, v = line[len("export "):].split("=", 1)
-                env[k] = v
-    return env
-
-
-class Checks:
-    """Counts checks; a failed check is printed at once and fails the test at the end."""
-
-    def __init__(self, name):
-        self.name = name
-        self.passed = 0
-        self.failed = []
-        self.t0 = time.monotonic()
-
-    def check(self, cond, what):
-        if cond:
-            self.passed += 1
-            print(f"[       OK ] {what}", flush=True)
-        else:
-            self.failed.append(what)
-            print(f"[  FAILED  ] {what}", flush=True)
-        return cond
-
-    def finish(self):
-        total = self.passed + len(self.failed)
-        secs = time.monotonic() - self.t0
-        print(f"[==========] {self.name}: {total} checks ran ({secs:.1f} s).")
-        print(f"[  PASSED  ] {self.passed} checks.")
-        if self.failed:
-            print(f"[  FAILED  ] {len(self.failed)} checks, listed below:")
-            for f in self.failed:
-                print(f"[  FAILED  ] {f}")
-        if total == 0:
-            print("[  FAILED  ] no check ran")
-            sys.exit(1)
-        sys.exit(1 if self.failed else 0)
 
 
 class Userdata:

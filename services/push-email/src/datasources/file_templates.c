@@ -14,6 +14,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "shared/config.h"
+
 #define NAME_MAX_LEN 128
 
 struct entry {
@@ -138,44 +140,19 @@ static size_t utf8_check(const unsigned char *s, size_t len)
 /* Reads path into a NUL-terminated buffer (caller frees). Errors name the file. */
 static char *read_template(const char *path, char *err, size_t errlen)
 {
-    FILE *f = NULL;
     char *buf = NULL;
-    size_t n, bad;
-    int ok = 0;
+    size_t n = 0, bad;
+    char why[512];
 
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        snprintf(err, errlen, "template %s: %s", path, strerror(errno));
-        goto out;
-    }
-    buf = malloc(FILE_TEMPLATES_MAX_BYTES + 1);
-    if (buf == NULL) {
-        snprintf(err, errlen, "template %s: out of memory", path);
-        goto out;
-    }
-    n = fread(buf, 1, FILE_TEMPLATES_MAX_BYTES + 1, f);
-    if (ferror(f)) {
-        snprintf(err, errlen, "template %s: read error", path);
-        goto out;
-    }
-    if (n > FILE_TEMPLATES_MAX_BYTES) {
-        snprintf(err, errlen, "template %s: larger than %d bytes", path, FILE_TEMPLATES_MAX_BYTES);
-        goto out;
+    if (config_read_file(path, FILE_TEMPLATES_MAX_BYTES, &buf, &n, why, sizeof why) != 0) {
+        snprintf(err, errlen, "template %s", why);
+        return NULL;
     }
     bad = utf8_check((const unsigned char *)buf, n);
     if (bad != n) {
         snprintf(err, errlen, "template %s: not valid UTF-8 (byte %zu)", path, bad);
-        goto out;
-    }
-    buf[n] = '\0';
-    ok = 1;
-out:
-    if (f != NULL) {
-        fclose(f);
-    }
-    if (!ok) {
         free(buf);
-        buf = NULL;
+        return NULL;
     }
     return buf;
 }
