@@ -238,6 +238,7 @@ int main(int argc, char **argv)
         .verify = s.smtp_verify,
         .connect_timeout_ms = (unsigned)s.smtp_connect_timeout_ms,
         .timeout_ms = (unsigned)s.smtp_timeout_ms,
+        .stop_requested = signals_stop_requested,
     };
     smtp = smtp_sender_new(&sc, err, sizeof err);
     if (smtp == NULL) {

@@ -5,10 +5,12 @@ Saves every accepted message (after dot-unstuffing) to DIR/msg-<n>.eml with DIR/
 (peer port, envelope sender, recipients, authenticated login), appends the client port of
 each new connection to DIR/connections (again after STARTTLS: count distinct ports), and
 writes DIR/ready once it listens. Options make it offer
-STARTTLS (and require it), require AUTH for one fixed user, and answer 550 or 451 to given
-recipients. Stops on SIGTERM.
+STARTTLS (and require it), require AUTH for one fixed user, answer 550 or 451 to given
+recipients, refuse given envelope senders (550 5.7.1, or 552 "too big"), and never answer the
+end of DATA for a given recipient (a stalled server). Stops on SIGTERM.
 """
 import argparse
+import asyncio
 import os
 import signal
 import ssl
@@ -28,12 +30,24 @@ def main():
     ap.add_argument("--auth", help="user:password required before MAIL")
     ap.add_argument("--reject550", action="append", default=[])
     ap.add_argument("--reject451", action="append", default=[])
+    ap.add_argument("--reject-sender", action="append", default=[])
+    ap.add_argument("--reject552-sender", action="append", default=[])
+    ap.add_argument("--stall-data-for", action="append", default=[])
     args = ap.parse_args()
 
     lock = threading.Lock()
     counter = {"msg": 0}
 
     class Handler:
+        async def handle_MAIL(self, server, session, envelope, address, mail_options):
+            if address in args.reject_sender:
+                return "550 5.7.1 <%s>: sender not allowed" % address
+            if address in args.reject552_sender:
+                return "552 5.3.4 message size exceeds fixed maximum message size"
+            envelope.mail_from = address
+            envelope.mail_options.extend(mail_options)
+            return "250 OK"
+
         async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
             if address in args.reject550:
                 return "550 5.1.1 <%s>: mailbox unavailable" % address
@@ -43,6 +57,8 @@ def main():
             return "250 OK"
 
         async def handle_DATA(self, server, session, envelope):
+            if any(r in args.stall_data_for for r in envelope.rcpt_tos):
+                await asyncio.sleep(3600)
             with lock:
                 counter["msg"] += 1
                 n = counter["msg"]

@@ -131,7 +131,7 @@ static void test_message_arrives_in_maildev(void **state)
     assert_non_null(snd);
     port = smtp_sender_port(snd);
     if (port.ops->send(port.self, "noreply@example.org", "bob@example.org", msg, sizeof msg - 1,
-                       err, sizeof err) != MAIL_SENT) {
+                       NULL, err, sizeof err) != MAIL_SENT) {
         fail_msg("send: %s", err);
     }
     deadline = pe_now_ms() + 5000;

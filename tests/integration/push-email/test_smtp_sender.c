@@ -11,6 +11,8 @@
 #include <arpa/inet.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +90,12 @@ static int server_start_on(struct server *s, unsigned short port, int flags)
     argv[n++] = "nobody@example.org";
     argv[n++] = "--reject451";
     argv[n++] = "busy@example.org";
+    argv[n++] = "--reject-sender";
+    argv[n++] = "blocked@example.org";
+    argv[n++] = "--reject552-sender";
+    argv[n++] = "huge@example.org";
+    argv[n++] = "--stall-data-for";
+    argv[n++] = "stall@example.org";
     argv[n] = NULL;
     s->pid = pe_spawn(argv, s->log);
     if (s->pid < 0 || pe_wait_file(ready, 15000) != 0) {
@@ -176,12 +184,50 @@ static struct smtp_sender *sender_for(const struct server *s, enum smtp_starttls
     return snd;
 }
 
+static enum mail_result send_from(struct smtp_sender *snd, const char *from, const char *to,
+                                  char *err, size_t errlen)
+{
+    struct mail_sender port = smtp_sender_port(snd);
+    err[0] = '\0';
+    return port.ops->send(port.self, from, to, message, sizeof message - 1, NULL, err, errlen);
+}
+
 static enum mail_result send_to(struct smtp_sender *snd, const char *to, char *err, size_t errlen)
 {
     struct mail_sender port = smtp_sender_port(snd);
     err[0] = '\0';
-    return port.ops->send(port.self, "noreply@example.org", to, message, sizeof message - 1, err,
-                          errlen);
+    return port.ops->send(port.self, "noreply@example.org", to, message, sizeof message - 1, NULL,
+                          err, errlen);
+}
+
+/* A gate that records when it ran and whether the server had accepted anything by then. */
+struct gate_probe {
+    const struct server *s;
+    int calls;
+    int accepted_before; /* msg-1.eml existed while the gate held the message */
+    int answer;          /* what ready() returns */
+};
+
+static int probe_ready(void *ctx)
+{
+    struct gate_probe *g = ctx;
+    char path[PATH_MAX + 32];
+
+    g->calls++;
+    usleep(300 * 1000); /* the server has had all but the last byte for a while */
+    snprintf(path, sizeof path, "%s/msg-1.eml", g->s->dir);
+    g->accepted_before = access(path, F_OK) == 0;
+    return g->answer;
+}
+
+static enum mail_result send_gated(struct smtp_sender *snd, struct gate_probe *g, char *err,
+                                   size_t errlen)
+{
+    struct mail_sender port = smtp_sender_port(snd);
+    const struct mail_gate gate = {probe_ready, g};
+    err[0] = '\0';
+    return port.ops->send(port.self, "noreply@example.org", "alice@example.org", message,
+                          sizeof message - 1, &gate, err, errlen);
 }
 
 static int group_setup(void **state)
@@ -345,6 +391,130 @@ static void test_550_recipient_is_permanent_and_451_transient(void **state)
     pe_stop(s.pid);
 }
 
+/* A refused envelope sender is ours and the same for every email: transient (the consumer
+ * pauses and alerts) rather than a DLQ entry per email. 552 (too big) stays permanent. */
+static void test_refused_sender_is_transient_but_552_permanent(void **state)
+{
+    struct server s;
+    struct smtp_sender *snd;
+    char err[256];
+    (void)state;
+
+    assert_int_equal(server_start(&s, 0), 0);
+    snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
+    assert_int_equal(send_from(snd, "blocked@example.org", "alice@example.org", err, sizeof err),
+                     MAIL_TRANSIENT);
+    if (strncmp(err, "550 5.7.1", 9) != 0) {
+        fail_msg("reason: %s", err);
+    }
+    assert_int_equal(send_from(snd, "huge@example.org", "alice@example.org", err, sizeof err),
+                     MAIL_PERMANENT);
+    if (strncmp(err, "552", 3) != 0) {
+        fail_msg("reason: %s", err);
+    }
+    /* A refused recipient is still permanent, and the sender goes on working. */
+    assert_int_equal(send_to(snd, "nobody@example.org", err, sizeof err), MAIL_PERMANENT);
+    assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_SENT);
+    smtp_sender_free(snd);
+    pe_stop(s.pid);
+}
+
+static volatile int stop_flag;
+static bool test_stop_requested(void)
+{
+    return stop_flag != 0;
+}
+static void *stop_after_300ms(void *arg)
+{
+    (void)arg;
+    usleep(300 * 1000);
+    stop_flag = 1;
+    return NULL;
+}
+
+/* A stop (SIGTERM) while the server stalls: the send is abandoned within about two seconds,
+ * not after timeout_ms (60 s here). Stalled at the greeting, then at the end of data. */
+static void test_stop_abandons_a_stalled_send(void **state)
+{
+    struct server s;
+    struct sockaddr_in a;
+    socklen_t alen = sizeof a;
+    char url[64], err[256] = "";
+    pthread_t t;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    (void)state;
+
+    assert_true(fd >= 0);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    struct smtp_config cfg = {
+        .url = url,
+        .starttls = SMTP_STARTTLS_NONE,
+        .connect_timeout_ms = 60000,
+        .timeout_ms = 60000,
+        .stop_requested = test_stop_requested,
+    };
+    for (int round = 0; round < 2; round++) {
+        const char *to = "alice@example.org";
+        if (round == 0) {
+            snprintf(url, sizeof url, "smtp://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+        } else {
+            assert_int_equal(server_start(&s, 0), 0);
+            snprintf(url, sizeof url, "smtp://127.0.0.1:%u", (unsigned)s.port);
+            to = "stall@example.org";
+        }
+        struct smtp_sender *snd = smtp_sender_new(&cfg, err, sizeof err);
+        assert_non_null(snd);
+        stop_flag = 0;
+        assert_int_equal(pthread_create(&t, NULL, stop_after_300ms, NULL), 0);
+        long long t0 = pe_now_ms();
+        assert_int_equal(send_to(snd, to, err, sizeof err), MAIL_TRANSIENT);
+        long long took = pe_now_ms() - t0;
+        pthread_join(t, NULL);
+        if (took > 4000 || strstr(err, "stopping") == NULL) {
+            fail_msg("round %d: took %lld ms: %s", round, took, err);
+        }
+        smtp_sender_free(snd);
+    }
+    stop_flag = 0;
+    pe_stop(s.pid);
+    close(fd);
+}
+
+/* No reply to the end of data within timeout_ms: transient, and that connection is not used
+ * again (the late reply would answer the next MAIL FROM); the next send gets a new one. */
+static void test_end_of_data_timeout_does_not_poison_the_next_send(void **state)
+{
+    struct server s;
+    struct smtp_sender *snd;
+    char err[256];
+    char *meta;
+    (void)state;
+
+    assert_int_equal(server_start(&s, 0), 0);
+    size_t before = connections(&s);
+    snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL); /* timeout_ms 5 s */
+    assert_int_equal(send_to(snd, "stall@example.org", err, sizeof err), MAIL_TRANSIENT);
+    long long t0 = pe_now_ms();
+    if (send_to(snd, "alice@example.org", err, sizeof err) != MAIL_SENT) {
+        fail_msg("send after the stalled one: %s", err);
+    }
+    assert_true(pe_now_ms() - t0 < 2000);
+    meta = saved(&s, 1, "meta", NULL);
+    assert_non_null(meta);
+    assert_non_null(strstr(meta, "to=alice@example.org\n"));
+    free(meta);
+    assert_int_equal(connections(&s) - before, 2);
+    long long t1 = pe_now_ms();
+    smtp_sender_free(snd);
+    assert_true(pe_now_ms() - t1 < 3000);
+    pe_stop(s.pid);
+}
+
 static void test_server_down_is_transient_fast(void **state)
 {
     struct server s;
@@ -442,6 +612,50 @@ static void test_server_restart_between_sends_reconnects(void **state)
     pe_stop(s.pid);
 }
 
+/* The gate runs once, before the end of data: the server has accepted nothing while it
+ * waits, and the message arrives byte for byte after it (over STARTTLS, where the last
+ * byte goes in a TLS record of its own). A gate that refuses abandons the message: the
+ * server never accepts it, and the next send works on a new connection. */
+static void test_gate_holds_the_end_of_data(void **state)
+{
+    struct server s;
+    struct smtp_sender *snd;
+    char err[256];
+    size_t len = 0;
+    char *got;
+    (void)state;
+
+    assert_int_equal(server_start(&s, SRV_TLS | SRV_AUTH), 0);
+    snd = sender_for(&s, SMTP_STARTTLS_REQUIRED, USER, PASSWORD);
+    struct gate_probe g = {&s, 0, 0, 0};
+    if (send_gated(snd, &g, err, sizeof err) != MAIL_SENT) {
+        fail_msg("gated send: %s", err);
+    }
+    assert_int_equal(g.calls, 1);
+    assert_int_equal(g.accepted_before, 0);
+    got = saved(&s, 1, "eml", &len);
+    assert_non_null(got);
+    assert_int_equal(len, sizeof message - 1);
+    assert_memory_equal(got, message, len);
+    free(got);
+
+    struct gate_probe no = {&s, 0, 0, -1};
+    assert_int_equal(send_gated(snd, &no, err, sizeof err), MAIL_TRANSIENT);
+    assert_int_equal(no.calls, 1);
+    assert_non_null(strstr(err, "gate"));
+    assert_int_equal(send_to(snd, "bob@example.org", err, sizeof err), MAIL_SENT);
+    got = saved(&s, 2, "meta", NULL); /* the refused message was never numbered */
+    assert_non_null(got);
+    assert_non_null(strstr(got, "to=bob@example.org\n"));
+    free(got);
+    usleep(200 * 1000);
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/msg-3.eml", s.dir);
+    assert_int_equal(access(path, F_OK), -1);
+    smtp_sender_free(snd);
+    pe_stop(s.pid);
+}
+
 static void test_address_with_crlf_is_refused_permanently(void **state)
 {
     struct server s;
@@ -468,10 +682,14 @@ int main(void)
         cmocka_unit_test(test_wrong_password_is_transient),
         cmocka_unit_test(test_starttls_required_but_not_offered_is_transient),
         cmocka_unit_test(test_550_recipient_is_permanent_and_451_transient),
+        cmocka_unit_test(test_refused_sender_is_transient_but_552_permanent),
+        cmocka_unit_test(test_stop_abandons_a_stalled_send),
+        cmocka_unit_test(test_end_of_data_timeout_does_not_poison_the_next_send),
         cmocka_unit_test(test_server_down_is_transient_fast),
         cmocka_unit_test(test_silent_server_times_out_transient),
         cmocka_unit_test(test_twenty_sends_use_one_connection),
         cmocka_unit_test(test_server_restart_between_sends_reconnects),
+        cmocka_unit_test(test_gate_holds_the_end_of_data),
         cmocka_unit_test(test_address_with_crlf_is_refused_permanently),
     };
     return cmocka_run_group_tests_name("smtp_sender", tests, group_setup, group_teardown);

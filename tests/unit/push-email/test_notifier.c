@@ -21,15 +21,31 @@ struct fake_sender {
     size_t n_sent;
     char to[MAX_SENT][256];
     char *data[MAX_SENT];
+    /* What the delivery log said when the gate let message i go (written, durable). */
+    uint64_t gate_written[MAX_SENT], gate_durable[MAX_SENT];
+    void *log; /* struct fake_log *, to read those from */
 };
 
+static uint64_t fl_written(void *self);
+static uint64_t fl_durable(void *self);
+
+/* Like a server: a message that would be accepted first passes the gate, as the SMTP
+ * sender asks it before the end of data; a refusal means nothing was accepted. */
 static enum mail_result fs_send(void *self, const char *from, const char *to, const char *data,
-                                size_t len, char *err, size_t errlen)
+                                size_t len, const struct mail_gate *gate, char *err, size_t errlen)
 {
     struct fake_sender *s = self;
     enum mail_result r = s->calls < MAX_SENT ? s->script[s->calls] : MAIL_SENT;
     (void)from;
     s->calls++;
+    if (r == MAIL_SENT && gate != NULL && gate->ready(gate->ctx) != 0) {
+        snprintf(err, errlen, "not sent: the gate refused it");
+        return MAIL_TRANSIENT;
+    }
+    if (r == MAIL_SENT && s->n_sent < MAX_SENT) {
+        s->gate_written[s->n_sent] = fl_written(s->log);
+        s->gate_durable[s->n_sent] = fl_durable(s->log);
+    }
     if (r == MAIL_SENT && s->n_sent < MAX_SENT) {
         snprintf(s->to[s->n_sent], sizeof s->to[0], "%s", to);
         s->data[s->n_sent] = strndup(data, len);
@@ -48,6 +64,7 @@ struct fake_log {
     size_t n;
     bool down;
     bool fail_mark_sent;
+    bool fail_flush;           /* the marks cannot be committed now (flush times out) */
     uint64_t written, durable; /* tickets: mark_sent writes, flush (or a test) commits */
     char prefetched[8][512];   /* the keys of the last prefetch */
     size_t n_prefetched;
@@ -150,7 +167,7 @@ static enum delivery_log_err fl_flush(void *self, int timeout_ms)
 {
     struct fake_log *l = self;
     (void)timeout_ms;
-    if (l->down)
+    if (l->down || l->fail_flush)
         return DELIVERY_LOG_UNAVAILABLE;
     l->durable = l->written;
     return DELIVERY_LOG_OK;
@@ -244,6 +261,7 @@ static int setup(void **state)
     struct notifier_config cfg = {"no-reply@cdc-notify.example", "cdc-notify", "en"};
     if (fx == NULL)
         return -1;
+    fx->sender.log = &fx->log;
     fx->n = notifier_new((struct mail_sender){&fake_sender_ops, &fx->sender},
                          (struct delivery_log){&fake_log_ops, &fx->log},
                          (struct template_store){&fake_templates_ops, NULL},
@@ -331,6 +349,49 @@ static void tickets_tell_when_the_sent_marks_are_durable(void **state)
     assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_DONE);
     assert_int_equal(rep.deduped, 1);
     assert_int_equal(notifier_ticket(fx->n), 1);
+}
+
+/* The log commits a mark while the next email is under way: each send's gate makes every
+ * mark before it durable before the server can accept the message, so at most one
+ * accepted email ever lacks a committed mark. When the marks cannot be committed, the
+ * send is abandoned (nothing accepted) and the event retried. */
+static void each_send_waits_for_the_marks_before_it(void **state)
+{
+    struct fixture *fx = *state;
+    struct notify_report rep;
+    struct user_change c = change(CHANGE_UPDATE, 155);
+    c.has_before = c.has_after = true;
+    image(&c.before, "old@example.com", "Ana", "en");
+    image(&c.after, "new@example.com", "Ana", "en");
+
+    /* An email change: two emails, the second gated on the first one's mark. */
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_DONE);
+    assert_int_equal(fx->sender.n_sent, 2);
+    assert_int_equal(fx->sender.gate_written[0], 0);
+    assert_int_equal(fx->sender.gate_durable[0], 0);
+    assert_int_equal(fx->sender.gate_written[1], 1);
+    assert_int_equal(fx->sender.gate_durable[1], 1); /* committed before it could go */
+    assert_int_equal(notifier_ticket(fx->n), 2);
+    assert_int_equal(notifier_durable(fx->n), 1); /* the last one commits behind */
+
+    /* The database is away: the next send is abandoned at its gate, nothing accepted. */
+    struct user_change d = change(CHANGE_DELETE, 156);
+    d.has_before = true;
+    image(&d.before, "new@example.com", "Ana", "en");
+    fx->log.fail_flush = true;
+    assert_int_equal(notifier_handle(fx->n, &d, &rep), NOTIFY_RETRY);
+    assert_int_equal(rep.sent, 0);
+    assert_int_equal(rep.transient, 1);
+    assert_non_null(strstr(rep.reason, "gate"));
+    assert_int_equal(fx->sender.n_sent, 2);
+    assert_int_equal(notifier_durable(fx->n), 1);
+
+    /* It is back: the retry commits the mark before and sends the goodbye. */
+    fx->log.fail_flush = false;
+    assert_int_equal(notifier_handle(fx->n, &d, &rep), NOTIFY_DONE);
+    assert_int_equal(rep.sent, 1);
+    assert_int_equal(fx->sender.n_sent, 3);
+    assert_int_equal(fx->sender.gate_durable[2], 2);
 }
 
 /* A batch's emails are looked up in one go: the keys handle() will ask about. */
@@ -502,6 +563,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(tickets_tell_when_the_sent_marks_are_durable, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(each_send_waits_for_the_marks_before_it, setup, teardown),
         cmocka_unit_test_setup_teardown(prefetch_asks_for_every_email_of_the_batch, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(locale_falls_back_by_case_language_and_default, setup,

@@ -18,12 +18,36 @@
  *       configuration, the same for every recipient. Marking each email failed would
  *       send the whole stream to the DLQ; as a transient failure the consumer pauses,
  *       retries with backoff and alerts (metrics, logs) until an operator fixes it.
+ *   5xx to MAIL FROM (our sender refused: "550
+ *   5.7.1 sender not allowed", 553 ...), except
+ *   552 (the message is too big)                 -> MAIL_TRANSIENT, for the same reason: the
+ *       envelope sender is ours and the same for every email. libcurl reports it as
+ *       "MAIL failed: <code>" in its error buffer, which tells it from a refused RCPT TO.
  *   connect refused, timeouts, resolve errors,
  *   send/recv errors, TLS errors (STARTTLS
  *   required but missing or failing, bad cert)  -> MAIL_TRANSIENT
  *   an address with control characters or <>   -> MAIL_PERMANENT (never reaches libcurl:
  *       it would let a value inject SMTP commands)
  *   anything else                               -> MAIL_TRANSIENT (nothing is lost)
+ *
+ * The gate (struct mail_gate): the read callback hands libcurl the message but its last
+ * byte, then asks the gate, and only then hands over that byte; libcurl sends the end of
+ * DATA ("\r\n.\r\n") after it. So the message is on the wire while the caller's gate
+ * waits, and the server cannot accept it before the gate says so. A gate that refuses
+ * aborts the transfer (CURL_READFUNC_ABORT): libcurl drops the connection without ending
+ * the DATA, and the server discards the message -> MAIL_TRANSIENT.
+ *
+ * A failed send drops its connection: libcurl keeps a connection whose end-of-data reply
+ * timed out or was abandoned (that wait runs in its "done" phase, which does not close it),
+ * and the next MAIL FROM would then read the late reply meant for the message before. The
+ * socket is shut down (CURLINFO_ACTIVESOCKET; libcurl still owns it), so libcurl finds it
+ * dead before any reuse and closes it without a QUIT. At free, the QUIT waits at most
+ * QUIT_WAIT_S for its reply.
+ *
+ * Stopping: with cfg->stop_requested, a send that is still running 500 ms after a stop was
+ * requested (a stalled server) is abandoned (MAIL_TRANSIENT) within about two seconds (libcurl
+ * calls the progress callback about once a second while nothing moves), instead
+ * of holding the process for up to timeout_ms. A send that is moving along is let finish.
  *
  * err gets a short reason: the server's last refusal (4xx/5xx) line when there was one (e.g.
  * "550 5.1.1 mailbox unavailable"), else libcurl's message. The password is never
@@ -32,9 +56,12 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include "shared/log.h"
 
@@ -45,12 +72,21 @@ struct smtp_sender {
     char *url, *username, *password, *ca_file; /* owned copies */
     char errbuf[CURL_ERROR_SIZE];              /* libcurl's detail of the last failure */
     char reply[REPLY_MAX];                     /* last server reply line of this send */
+    bool (*stop_requested)(void);              /* may be NULL */
+    int64_t stop_seen_us;                      /* when this send first saw the stop; -1 */
+    int stopped;                               /* this send was abandoned for a stop */
 };
+
+#define STOP_GRACE_US 500000 /* a send still running this long after a stop is abandoned */
+#define QUIT_WAIT_S   2L     /* how long free() waits for the reply to QUIT */
 
 /* The data of one send, handed to libcurl's read callback. */
 struct upload {
     const char *p;
     size_t left;
+    const struct mail_gate *gate; /* NULL: none */
+    int gated;                    /* the gate was asked */
+    int refused;                  /* ... and said no */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -67,6 +103,17 @@ static size_t read_cb(char *buf, size_t size, size_t nitems, void *arg)
     struct upload *u = arg;
     size_t n = size * nitems;
 
+    if (n >= u->left && u->gate != NULL && !u->gated) {
+        if (u->left > 1) {
+            n = u->left - 1; /* all but the last byte: the gate comes before it */
+        } else {
+            u->gated = 1;
+            if (u->gate->ready(u->gate->ctx) != 0) {
+                u->refused = 1;
+                return CURL_READFUNC_ABORT;
+            }
+        }
+    }
     if (n > u->left) {
         n = u->left;
     }
@@ -118,6 +165,34 @@ static int address_ok(const char *a, int allow_empty)
     return (n > 0 || allow_empty) && n <= 254;
 }
 
+/* libcurl's progress callback (about once a second while nothing moves): abandons a send
+ * that is still running STOP_GRACE_US after a stop was requested. */
+static int xferinfo_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    struct smtp_sender *s = arg;
+    struct timespec ts;
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+
+    if (s->stop_requested == NULL || !s->stop_requested()) {
+        return 0;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    if (s->stop_seen_us < 0) {
+        s->stop_seen_us = now_us; /* the first call that saw the stop */
+        return 0;
+    }
+    if (now_us - s->stop_seen_us < STOP_GRACE_US) {
+        return 0;
+    }
+    s->stopped = 1;
+    return 1; /* CURLE_ABORTED_BY_CALLBACK */
+}
+
 static int is_auth_reply(long code)
 {
     return code == 530 || code == 534 || code == 535 || code == 538;
@@ -128,13 +203,16 @@ static int is_socket_error(CURLcode rc)
     return rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING;
 }
 
-static enum mail_result map_result(CURLcode rc, long code)
+static enum mail_result map_result(CURLcode rc, long code, const char *errbuf)
 {
     if (rc == CURLE_OK) {
         return MAIL_SENT;
     }
     if (rc == CURLE_LOGIN_DENIED || is_auth_reply(code)) {
         return MAIL_TRANSIENT;
+    }
+    if (code >= 500 && code <= 599 && code != 552 && strncmp(errbuf, "MAIL failed", 11) == 0) {
+        return MAIL_TRANSIENT; /* our envelope sender refused: the same for every email */
     }
     if (code >= 500 && code <= 599) {
         return MAIL_PERMANENT;
@@ -144,18 +222,21 @@ static enum mail_result map_result(CURLcode rc, long code)
 
 /* One SMTP transaction. *reused = it ran on a cached connection. */
 static CURLcode perform(struct smtp_sender *s, const char *from, const char *to, const char *data,
-                        size_t len, long *code, int *reused)
+                        size_t len, const struct mail_gate *gate, long *code, int *reused,
+                        int *refused)
 {
     struct curl_slist *rcpt = NULL;
-    struct upload up = {data, len};
+    struct upload up = {data, len, gate, 0, 0};
     char from_arg[300], to_arg[300];
     long connects = 0;
     CURLcode rc;
 
     *code = 0;
     *reused = 0;
+    *refused = 0;
     s->errbuf[0] = '\0';
     s->reply[0] = '\0';
+    s->stop_seen_us = -1;
     snprintf(from_arg, sizeof from_arg, "<%s>", from);
     snprintf(to_arg, sizeof to_arg, "<%s>", to);
     rcpt = curl_slist_append(NULL, to_arg);
@@ -171,6 +252,7 @@ static CURLcode perform(struct smtp_sender *s, const char *from, const char *to,
     curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, code);
     curl_easy_getinfo(s->curl, CURLINFO_NUM_CONNECTS, &connects);
     *reused = connects == 0;
+    *refused = up.refused;
 out:
     /* The handle must not keep pointers into this frame. */
     curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, (struct curl_slist *)NULL);
@@ -179,26 +261,50 @@ out:
     return rc;
 }
 
+/* Makes libcurl drop the connection of the last send (see the top): no reuse, no QUIT. */
+static void drop_connection(struct smtp_sender *s)
+{
+    curl_socket_t fd = CURL_SOCKET_BAD;
+
+    if (curl_easy_getinfo(s->curl, CURLINFO_ACTIVESOCKET, &fd) == CURLE_OK &&
+        fd != CURL_SOCKET_BAD) {
+        (void)shutdown(fd, SHUT_RDWR);
+    }
+}
+
 static enum mail_result smtp_send(void *self, const char *from, const char *to, const char *data,
-                                  size_t len, char *err, size_t errlen)
+                                  size_t len, const struct mail_gate *gate, char *err,
+                                  size_t errlen)
 {
     struct smtp_sender *s = self;
     enum mail_result res;
     long code = 0;
-    int reused = 0;
+    int reused = 0, refused = 0;
     CURLcode rc;
 
     if (!address_ok(to, 0) || !address_ok(from, 1)) {
         snprintf(err, errlen, "invalid %s address", address_ok(to, 0) ? "sender" : "recipient");
         return MAIL_PERMANENT;
     }
-    rc = perform(s, from, to, data, len, &code, &reused);
+    rc = perform(s, from, to, data, len, gate, &code, &reused, &refused);
     if (rc != CURLE_OK && reused && code == 0 && is_socket_error(rc)) {
         log_write(LOG_INFO, "smtp connection lost; retrying on a new one", "error",
                   curl_easy_strerror(rc), NULL);
-        rc = perform(s, from, to, data, len, &code, &reused);
+        rc = perform(s, from, to, data, len, gate, &code, &reused, &refused);
     }
-    res = map_result(rc, code);
+    if (rc != CURLE_OK) {
+        drop_connection(s);
+    }
+    if (refused) {
+        snprintf(err, errlen, "not sent: the gate before the end of data refused it");
+        return MAIL_TRANSIENT;
+    }
+    if (s->stopped) {
+        s->stopped = 0;
+        snprintf(err, errlen, "abandoned: stopping, and the server had not answered");
+        return MAIL_TRANSIENT;
+    }
+    res = map_result(rc, code, s->errbuf);
     if (res != MAIL_SENT) {
         if (s->reply[0] != '\0' && code >= 400) {
             snprintf(err, errlen, "%s", s->reply);
@@ -256,6 +362,7 @@ struct smtp_sender *smtp_sender_new(const struct smtp_config *cfg, char *err, si
     s->username = dup_opt(cfg->username);
     s->password = dup_opt(cfg->password);
     s->ca_file = dup_opt(cfg->ca_file);
+    s->stop_requested = cfg->stop_requested;
     s->curl = curl_easy_init();
     if (s->url == NULL || s->curl == NULL || (cfg->username && cfg->username[0] && !s->username) ||
         (cfg->password && cfg->password[0] && !s->password) ||
@@ -284,6 +391,11 @@ struct smtp_sender *smtp_sender_new(const struct smtp_config *cfg, char *err, si
         !SETOPT(CURLOPT_TCP_KEEPALIVE, 1L)) {
         goto fail;
     }
+    if (s->stop_requested != NULL &&
+        (!SETOPT(CURLOPT_XFERINFOFUNCTION, xferinfo_cb) || !SETOPT(CURLOPT_XFERINFODATA, s) ||
+         !SETOPT(CURLOPT_NOPROGRESS, 0L))) {
+        goto fail;
+    }
     if (s->ca_file != NULL && !SETOPT(CURLOPT_CAINFO, s->ca_file)) {
         goto fail;
     }
@@ -304,6 +416,7 @@ void smtp_sender_free(struct smtp_sender *s)
         return;
     }
     if (s->curl != NULL) {
+        curl_easy_setopt(s->curl, CURLOPT_SERVER_RESPONSE_TIMEOUT, QUIT_WAIT_S);
         curl_easy_cleanup(s->curl);
     }
     if (s->password != NULL) {

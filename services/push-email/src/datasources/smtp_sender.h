@@ -15,14 +15,16 @@ enum smtp_starttls {
 };
 
 struct smtp_config {
-    const char *url;             /* "smtp://127.0.0.1:1025" or "smtps://host:465" (TLS at once) */
-    enum smtp_starttls starttls; /* for smtp:// URLs */
-    const char *username;        /* NULL/empty: no AUTH */
-    const char *password;        /* never logged */
-    const char *ca_file;         /* NULL/empty: the system's CA store */
-    bool verify;                 /* verify the server's certificate and name */
-    unsigned connect_timeout_ms; /* 0: 10 s */
-    unsigned timeout_ms;         /* a whole send, connect included; 0: 60 s */
+    const char *url;              /* "smtp://127.0.0.1:1025" or "smtps://host:465" (TLS at once) */
+    enum smtp_starttls starttls;  /* for smtp:// URLs */
+    const char *username;         /* NULL/empty: no AUTH */
+    const char *password;         /* never logged */
+    const char *ca_file;          /* NULL/empty: the system's CA store */
+    bool verify;                  /* verify the server's certificate and name */
+    unsigned connect_timeout_ms;  /* 0: 10 s */
+    unsigned timeout_ms;          /* a whole send, connect included; 0: 60 s */
+    bool (*stop_requested)(void); /* NULL, or true once the process is stopping: a send
+                                     still stalled 0.5 s later is abandoned (TRANSIENT) */
 };
 
 struct smtp_sender;

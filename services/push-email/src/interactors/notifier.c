@@ -7,10 +7,18 @@
  * between the SMTP server accepting a message and the log recording it: the email is then
  * sent again on retry, with the same Message-ID, which lets mail systems drop the copy.
  *
- * The log may write behind (the MariaDB adapter does, only while its database is away: it
- * keeps the marks it could not write and commits them later): the caller stores an event's
- * offset only once notifier_durable() has reached the notifier_ticket() it read after the
- * event, so a crash loses no mark that an offset relies on. */
+ * The log may write behind (the MariaDB adapter always does: its writer thread commits a
+ * mark while the next email is already on its way). Two rules keep that safe:
+ *   - every send passes a gate (struct mail_gate) that waits, before the end of the
+ *     message's data, until every mark made so far is durable. So the mark of email N is
+ *     committed before email N+1 can be accepted: at any time at most ONE accepted email
+ *     lacks a committed mark, the same window as a mark written before the next send, but
+ *     the commit overlaps the next email's MAIL FROM, RCPT TO and DATA round trips. When
+ *     the marks do not become durable within NOTIFIER_GATE_MS (the database is away), the
+ *     send is abandoned before the server accepts it, and the event is retried later;
+ *   - the caller stores an event's offset only once notifier_durable() has reached the
+ *     notifier_ticket() it read after the event, so a crash loses no mark that an offset
+ *     relies on. */
 #include "interactors/notifier.h"
 
 #include <stdbool.h>
@@ -64,6 +72,16 @@ struct notifier *notifier_new(struct mail_sender sender, struct delivery_log log
     if (n->cfg.default_locale == NULL)
         n->cfg.default_locale = "en";
     return n;
+}
+
+/* The gate of every send: the marks made so far are durable (see the top). */
+static int marks_durable(void *ctx)
+{
+    struct notifier *n = ctx;
+
+    if (n->log.ops->flush == NULL)
+        return 0;
+    return n->log.ops->flush(n->log.self, NOTIFIER_GATE_MS) == DELIVERY_LOG_OK ? 0 : -1;
 }
 
 void notifier_free(struct notifier *n)
@@ -319,8 +337,9 @@ enum notify_outcome notifier_handle(struct notifier *n, const struct user_change
             outcome = NOTIFY_RETRY;
             goto out;
         }
+        const struct mail_gate gate = {marks_durable, n};
         enum mail_result r = n->sender.ops->send(n->sender.self, n->cfg.from_addr, note->recipient,
-                                                 data, len, err, sizeof err);
+                                                 data, len, &gate, err, sizeof err);
         free(data);
         if (r == MAIL_SENT) {
             if (n->log.ops->mark_sent(n->log.self, note->dedupe_key, kind, note->recipient) !=

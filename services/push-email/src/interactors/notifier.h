@@ -46,6 +46,10 @@ enum notify_outcome notifier_handle(struct notifier *n, const struct user_change
 #define NOTIFIER_PREFETCH_MAX 64
 void notifier_prefetch(struct notifier *n, const struct user_change *const *changes, size_t count);
 
+/* How long a send waits, before the end of its data, for the marks of the emails before
+ * it to be durable (see notifier.c); past that it is abandoned and the event retried. */
+#define NOTIFIER_GATE_MS 2000
+
 /* Write-behind of the delivery log (see delivery_log.h): a ticket for what the events
  * handled so far recorded, the highest ticket that is durable, and a bounded wait until
  * everything is (0, or -1 when it is not within timeout_ms). With a log that writes
