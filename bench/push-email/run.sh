@@ -96,6 +96,27 @@ rss_sampler() { # pid outfile: VmRSS kB every 0.2 s
         sleep 0.2
     done
 }
+cpu_idle_pct() { # the machine's idle share over one second, in %
+    local a b
+    a=($(head -1 /proc/stat))
+    sleep 1
+    b=($(head -1 /proc/stat))
+    local total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+    echo $(((b[4] - a[4] + b[5] - a[5]) * 100 / (total > 0 ? total : 1)))
+}
+settle() { # waits (up to 60 s) until the machine is quiet: >= 85 % idle over a second. After
+    # push-email's run, Kafka Connect still reads the binlog of its 5,000 delivery-log writes
+    # for several seconds; a baseline measured meanwhile would be slowed by that and flatter
+    # the ratio.
+    local t0=$SECONDS idle
+    while :; do
+        idle=$(cpu_idle_pct)
+        [ "$idle" -ge 85 ] && break
+        [ $((SECONDS - t0)) -lt 60 ] || { log "settle: still only ${idle}% idle after 60 s"; break; }
+    done
+    log "settled: ${idle}% idle (waited $((SECONDS - t0)) s)"
+}
 rate_from_sink() { # logfile: messages, first..last seconds, msgs/s over (n-1)/(last-first)
     awk -F'\t' 'NR==1{f=$1} {l=$1; n++} END {d=l-f; printf "%d %.3f %.1f\n", n, d, (n-1)/d}' "$1"
 }
@@ -111,6 +132,7 @@ if [[ " $PHASES " == *" throughput "* ]]; then
 
     mysql "${DBH[@]}" -e "DROP DATABASE IF EXISTS notifications_bench; CREATE DATABASE notifications_bench"
     start_sink "$SINK_PORT" "$OUT/sink-pe.log" --sample "$OUT/sample.eml"
+    settle
     log "push-email: consuming $N events into the sink on $SINK_PORT"
     T0=$(date +%s.%N)
     start_pe "$TOPIC" "bench-pe-$$" notifications_bench "$HEALTH_PORT" "$SINK_PORT" "$OUT/push-email.log"
@@ -141,6 +163,7 @@ if [[ " $PHASES " == *" throughput "* ]]; then
 
     kill -TERM "$SINK_PID"; wait "$SINK_PID" || true
     start_sink "$SINK_PORT" "$OUT/sink-base.log"
+    settle
     log "baseline: $N messages of $size bytes"
     "$BUILD/bench/push_email_baseline" --url "smtp://127.0.0.1:$SINK_PORT" --file "$OUT/sample.eml" \
         --count "$N" | tee "$OUT/baseline.txt" >&2

@@ -10,14 +10,15 @@
  *   prefetch       one SELECT ... WHERE key_hash IN (64 keys) per 64 keys the consumer is
  *                  about to begin (a batch of events); kept 5 s at most, and updated by our
  *                  own marks, so that begin() needs no round trip of its own.
- *   mark_sent      INSERT ... ON DUPLICATE KEY UPDATE state = 'sent', autocommit, on the
- *                  caller's connection: durable on return, so that a crash re-sends at most
- *                  the email in hand. When that fails (the database is away), or marks from
- *                  such a time are still waiting, the mark is queued in memory (begin sees
- *                  it at once) for the writer thread, which commits it on its own
- *                  connection, with whatever else is queued, when it can: written() and
- *                  durable() count queued marks, flush() waits for the writer, and the
- *                  consumer stores an event's offset only once its marks are durable.
+ *   mark_sent      queued in memory (begin sees it at once) for the writer thread, which
+ *                  commits it on its own connection: one autocommit INSERT ... ON DUPLICATE
+ *                  KEY UPDATE state = 'sent' when it is alone, else one transaction for
+ *                  whatever is queued. mark_sent returns at once, so the commit runs while
+ *                  the caller starts the next email; the caller's send gate (notifier.c)
+ *                  waits with flush() for it before that email's end of data. written()
+ *                  and durable() count the marks, and the consumer stores an event's
+ *                  offset only once its marks are durable. While the database is away the
+ *                  writer keeps its marks and tries again.
  *   mark_failed    upsert: state 'failed' (a row already 'sent' stays 'sent'), attempts + 1,
  *                  error. Synchronous.
  *   record_attempt upsert: attempts + 1, last_error (state stays). Synchronous.
@@ -102,9 +103,8 @@ struct cached_state {
 
 /* One connection and its prepared statements. */
 struct conn {
-    MYSQL *db;                  /* NULL while closed; owned */
+    MYSQL *db;                  /* NULL while closed; owned; autocommit */
     MYSQL_STMT *stmt[ST_COUNT]; /* prepared on first use; owned, closed with db */
-    bool manual_commit;         /* autocommit turned off (the writer's) */
 };
 
 /* A `sent` mark waiting for the writer. */
@@ -121,7 +121,6 @@ struct mark {
 #define WRITER_BACKOFF_MS     100
 #define WRITER_BACKOFF_MAX_MS 2000
 #define FREE_FLUSH_MS         10000 /* how long free() lets the writer finish */
-#define MARK_WAIT_MS          2000  /* how long mark_sent waits for its commit */
 
 struct mariadb_delivery_log {
     struct db_config cfg; /* strings point into the copies below */
@@ -227,7 +226,6 @@ static void conn_close(struct conn *c)
         mysql_close(c->db);
         c->db = NULL;
     }
-    c->manual_commit = false;
 }
 
 /* Opens the connection when closed. *fresh = opened now. */
@@ -617,6 +615,8 @@ static enum delivery_log_err log_begin(void *self, const char *key, const char *
     return e;
 }
 
+static enum delivery_log_err log_flush(void *self, int timeout_ms);
+
 /* Copies s into dst (size cap + 1), cut at a UTF-8 boundary. */
 static void copy_cut(char *dst, const char *s, size_t cap)
 {
@@ -636,7 +636,7 @@ static void deadline_in(struct timespec *ts, int ms)
     }
 }
 
-/* The `sent` upsert on the caller's connection, autocommit: one round trip. */
+/* The `sent` upsert, autocommit: one round trip. */
 static struct step op_sent(struct conn *c, struct args *a)
 {
     MYSQL_BIND p[4];
@@ -652,40 +652,25 @@ static enum delivery_log_err log_mark_sent(void *self, const char *key, const ch
     struct mariadb_delivery_log *l = self;
     struct args a;
 
-    /* The common case: nothing waits for the writer, so the mark is committed here and
-     * now, in one autocommit round trip. The time between the SMTP server accepting the
-     * email and this commit is the window in which a crash sends it again: keep it short. */
     args_init(&a, key, kind, recipient);
     cache_update(l, a.hash, DELIVERY_SENT);
-    pthread_mutex_lock(&l->mu);
-    bool idle = l->queued == NULL && l->inflight == NULL;
-    pthread_mutex_unlock(&l->mu);
-    if (idle && run(l, op_sent, &a) == DELIVERY_LOG_OK) {
-        return DELIVERY_LOG_OK;
-    }
-    /* The database is away (or marks are still queued from when it was): the writer keeps
-     * this one, in order, until it is committed; the consumer stores no offset relying on
-     * it before then. Wait a little for it all the same. */
     struct mark *m = calloc(1, sizeof *m);
     if (m == NULL) {
-        return DELIVERY_LOG_UNAVAILABLE;
+        /* No memory for the queue: write it here, after the marks before it. */
+        if (log_flush(l, FREE_FLUSH_MS) != DELIVERY_LOG_OK) {
+            return DELIVERY_LOG_UNAVAILABLE;
+        }
+        return run(l, op_sent, &a);
     }
     memcpy(m->hash, a.hash, HASH_LEN);
     copy_cut(m->key, key, KEY_MAX);
     copy_cut(m->kind, kind, KIND_MAX);
     copy_cut(m->recipient, recipient, RECIPIENT_MAX);
     pthread_mutex_lock(&l->mu);
-    uint64_t ticket = m->ticket = ++l->written;
+    m->ticket = ++l->written;
     *l->queued_tail = m;
     l->queued_tail = &m->next;
     pthread_cond_signal(&l->wake);
-    struct timespec until;
-    deadline_in(&until, MARK_WAIT_MS);
-    while (l->durable < ticket) {
-        if (pthread_cond_timedwait(&l->progress, &l->mu, &until) == ETIMEDOUT) {
-            break;
-        }
-    }
     pthread_mutex_unlock(&l->mu);
     return DELIVERY_LOG_OK;
 }
@@ -773,22 +758,21 @@ static const struct delivery_log_ops mariadb_delivery_log_ops = {
 
 /* ---------------------------------------------------------------- writer -- */
 
-/* Commits marks (a list) in one transaction on the writer's connection. */
+/* Commits marks (a list) on the writer's connection: one autocommit statement for one
+ * mark, else one transaction. */
 static struct step write_batch(struct mariadb_delivery_log *l, const struct mark *marks)
 {
     struct step s = {DELIVERY_LOG_OK, 0};
     struct conn *c = &l->writer;
     int fresh = 0;
+    bool txn = marks->next != NULL;
 
     s.err = conn_ready(&l->cfg, c, &fresh);
     if (s.err != DELIVERY_LOG_OK) {
         return s;
     }
-    if (!c->manual_commit) {
-        if (mysql_autocommit(c->db, 0) != 0) {
-            return conn_failure("writer autocommit", c->db);
-        }
-        c->manual_commit = true;
+    if (txn && mysql_query(c->db, "START TRANSACTION") != 0) {
+        return conn_failure("writer begin", c->db);
     }
     /* Sixteen rows per statement while there are sixteen, then one by one. */
     const struct mark *m = marks;
@@ -811,13 +795,13 @@ static struct step write_batch(struct mariadb_delivery_log *l, const struct mark
         }
         s = exec_stmt(c, rows == 16 ? ST_SENT16 : ST_SENT, "mark_sent", p);
         if (s.err != DELIVERY_LOG_OK) {
-            if (!s.lost) {
+            if (txn && !s.lost) {
                 (void)mysql_rollback(c->db);
             }
             return s;
         }
     }
-    if (mysql_commit(c->db) != 0) {
+    if (txn && mysql_commit(c->db) != 0) {
         return conn_failure("writer commit", c->db);
     }
     return s;
