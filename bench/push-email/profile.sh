@@ -35,5 +35,5 @@ echo "emails: $(wc -l <"$OUT/sink-prof.log") in $(($(date +%s) - T0)) s (under v
 kill -TERM "$PE"; wait "$PE" || true
 kill -TERM "$SINK"; wait "$SINK" || true
 mysql "${DBH[@]}" -e "DROP DATABASE IF EXISTS notifications_bench"
-"$BUILD/bench/push_email_topic_delete" 127.0.0.1:9092 "$TOPIC"
+"$BUILD/tools/kafka_topic" 127.0.0.1:9092 delete "$TOPIC"
 ls -1 "$OUT"/callgrind.out.*

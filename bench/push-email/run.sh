@@ -50,7 +50,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     if [ "${KEEP:-0}" != 1 ]; then
         mysql "${DBH[@]}" -e "DROP DATABASE IF EXISTS notifications_bench; DROP DATABASE IF EXISTS notifications_bench_lat" || true
-        [ -n "${TOPIC_MADE:-}" ] && "$BUILD/bench/push_email_topic_delete" "$BROKERS" "$TOPIC" >&2 || true
+        [ -n "${TOPIC_MADE:-}" ] && "$BUILD/tools/kafka_topic" "$BROKERS" delete "$TOPIC" >&2 || true
     fi
 }
 trap cleanup EXIT
@@ -60,7 +60,7 @@ log "building (Release) into $BUILD"
 cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_BENCH=ON -DBUILD_TESTING=OFF \
     >"$BUILD.cmake.log" 2>&1 || { cat "$BUILD.cmake.log" >&2; die "cmake failed"; }
 cmake --build "$BUILD" -j"$(nproc)" --target push-email push_email_baseline \
-    push_email_topic_delete >"$BUILD.build.log" 2>&1 || { tail -40 "$BUILD.build.log" >&2; die "build failed"; }
+    kafka_topic >"$BUILD.build.log" 2>&1 || { tail -40 "$BUILD.build.log" >&2; die "build failed"; }
 rm -f "$BUILD.cmake.log" "$BUILD.build.log"
 PE="$BUILD/services/push-email/push-email"
 mkdir -p "$OUT"

@@ -181,16 +181,22 @@ class PushEmail:
     directory inside STACK_DIR (so a pid is only ever ours), pid in $STACK_DIR/run/
     e2e-push-email.pid, log appended to $STACK_DIR/logs/e2e-push-email.log."""
 
-    def __init__(self, env=None):
+    def __init__(self, env=None, name="e2e-push-email", port=None, overrides=None):
+        """name: its directory, pid file and log (a second instance needs its own); port: its
+        health port (default STACK_PUSH_EMAIL_PORT); overrides: PUSH_EMAIL_* settings."""
         self.env = env or load_env()
         self.bin = os.environ["E2E_PUSH_EMAIL_BIN"]
-        self.port = int(os.environ.get("STACK_PUSH_EMAIL_PORT", "8181"))
-        self.dir = os.path.join(stack_dir(), "e2e-push-email")
-        self.pid_path = os.path.join(stack_dir(), "run", "e2e-push-email.pid")
-        self.log_path = os.path.join(stack_dir(), "logs", "e2e-push-email.log")
+        self.port = port or int(os.environ.get("STACK_PUSH_EMAIL_PORT", "8181"))
+        self.dir = os.path.join(stack_dir(), name)
+        self.pid_path = os.path.join(stack_dir(), "run", f"{name}.pid")
+        self.log_path = os.path.join(stack_dir(), "logs", f"{name}.log")
+        self.overrides = dict(overrides or {})
         self.proc = None  # a Popen when this process started it
 
     def settings(self):
+        return self.base_settings() | self.overrides
+
+    def base_settings(self):
         return {
             "PUSH_EMAIL_KAFKA_BROKERS": self.env["KAFKA_BOOTSTRAP"],
             "PUSH_EMAIL_TOPIC": TOPIC,
