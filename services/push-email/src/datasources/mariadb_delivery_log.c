@@ -653,15 +653,20 @@ static enum delivery_log_err log_mark_sent(void *self, const char *key, const ch
     struct args a;
 
     args_init(&a, key, kind, recipient);
-    cache_update(l, a.hash, DELIVERY_SENT);
     struct mark *m = calloc(1, sizeof *m);
     if (m == NULL) {
-        /* No memory for the queue: write it here, after the marks before it. */
+        /* No memory for the queue: write it here, after the marks before it. The cache
+         * says SENT only once it is recorded (else a retry would skip it unrecorded). */
         if (log_flush(l, FREE_FLUSH_MS) != DELIVERY_LOG_OK) {
             return DELIVERY_LOG_UNAVAILABLE;
         }
-        return run(l, op_sent, &a);
+        enum delivery_log_err e = run(l, op_sent, &a);
+        if (e == DELIVERY_LOG_OK) {
+            cache_update(l, a.hash, DELIVERY_SENT);
+        }
+        return e;
     }
+    cache_update(l, a.hash, DELIVERY_SENT);
     memcpy(m->hash, a.hash, HASH_LEN);
     copy_cut(m->key, key, KEY_MAX);
     copy_cut(m->kind, kind, KIND_MAX);

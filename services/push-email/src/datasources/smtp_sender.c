@@ -41,13 +41,22 @@
  * timed out or was abandoned (that wait runs in its "done" phase, which does not close it),
  * and the next MAIL FROM would then read the late reply meant for the message before. The
  * socket is shut down (CURLINFO_ACTIVESOCKET; libcurl still owns it), so libcurl finds it
- * dead before any reuse and closes it without a QUIT. At free, the QUIT waits at most
- * QUIT_WAIT_S for its reply.
+ * dead before any reuse and closes it without a QUIT. At free, the read side of the socket
+ * is shut down first: libcurl still says QUIT but does not wait for the reply (its cleanup
+ * handle ignores our timeouts and would wait 120 s on a silent server).
+ *
+ * The size of the message is not given to libcurl (INFILESIZE -1): libcurl counts the bytes
+ * it wrote after dot-stuffing, so with a known size and one stuffed dot it would end the DATA
+ * one byte early, skipping the held-back byte and the gate. Unknown, it reads until the read
+ * callback returns 0. (No SIZE= on MAIL FROM then; a server's 552 still comes at the end.)
  *
  * Stopping: with cfg->stop_requested, a send that is still running 500 ms after a stop was
  * requested (a stalled server) is abandoned (MAIL_TRANSIENT) within about two seconds (libcurl
- * calls the progress callback about once a second while nothing moves), instead
- * of holding the process for up to timeout_ms. A send that is moving along is let finish.
+ * calls the progress callback about once a second while nothing moves), instead of holding
+ * the process for up to timeout_ms, but ONLY while the last byte of the message has not been
+ * handed over: after that the end of DATA may be on the wire and the server may accept the
+ * message, and abandoning it then would send it again later. That wait is bounded by
+ * timeout_ms.
  *
  * err gets a short reason: the server's last refusal (4xx/5xx) line when there was one (e.g.
  * "550 5.1.1 mailbox unavailable"), else libcurl's message. The password is never
@@ -74,11 +83,11 @@ struct smtp_sender {
     char reply[REPLY_MAX];                     /* last server reply line of this send */
     bool (*stop_requested)(void);              /* may be NULL */
     int64_t stop_seen_us;                      /* when this send first saw the stop; -1 */
+    const struct upload *cur;                  /* the send in progress, for xferinfo_cb */
     int stopped;                               /* this send was abandoned for a stop */
 };
 
 #define STOP_GRACE_US 500000 /* a send still running this long after a stop is abandoned */
-#define QUIT_WAIT_S   2L     /* how long free() waits for the reply to QUIT */
 
 /* The data of one send, handed to libcurl's read callback. */
 struct upload {
@@ -87,6 +96,7 @@ struct upload {
     const struct mail_gate *gate; /* NULL: none */
     int gated;                    /* the gate was asked */
     int refused;                  /* ... and said no */
+    int all_handed;               /* libcurl has every byte: the end of DATA may follow */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -120,6 +130,9 @@ static size_t read_cb(char *buf, size_t size, size_t nitems, void *arg)
     memcpy(buf, u->p, n);
     u->p += n;
     u->left -= n;
+    if (u->left == 0) {
+        u->all_handed = 1;
+    }
     return n;
 }
 
@@ -180,6 +193,9 @@ static int xferinfo_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
     if (s->stop_requested == NULL || !s->stop_requested()) {
         return 0;
     }
+    if (s->cur != NULL && s->cur->all_handed) {
+        return 0; /* the server may be accepting it: never abandon now (see the top) */
+    }
     clock_gettime(CLOCK_MONOTONIC, &ts);
     int64_t now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
     if (s->stop_seen_us < 0) {
@@ -226,7 +242,7 @@ static CURLcode perform(struct smtp_sender *s, const char *from, const char *to,
                         int *refused)
 {
     struct curl_slist *rcpt = NULL;
-    struct upload up = {data, len, gate, 0, 0};
+    struct upload up = {data, len, gate, 0, 0, 0};
     char from_arg[300], to_arg[300];
     long connects = 0;
     CURLcode rc;
@@ -247,7 +263,8 @@ static CURLcode perform(struct smtp_sender *s, const char *from, const char *to,
     curl_easy_setopt(s->curl, CURLOPT_MAIL_FROM, from_arg);
     curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, rcpt);
     curl_easy_setopt(s->curl, CURLOPT_READDATA, &up);
-    curl_easy_setopt(s->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(s->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)-1);
+    s->cur = &up;
     rc = curl_easy_perform(s->curl);
     curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, code);
     curl_easy_getinfo(s->curl, CURLINFO_NUM_CONNECTS, &connects);
@@ -255,6 +272,7 @@ static CURLcode perform(struct smtp_sender *s, const char *from, const char *to,
     *refused = up.refused;
 out:
     /* The handle must not keep pointers into this frame. */
+    s->cur = NULL;
     curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, (struct curl_slist *)NULL);
     curl_easy_setopt(s->curl, CURLOPT_READDATA, (void *)NULL);
     curl_slist_free_all(rcpt);
@@ -416,7 +434,11 @@ void smtp_sender_free(struct smtp_sender *s)
         return;
     }
     if (s->curl != NULL) {
-        curl_easy_setopt(s->curl, CURLOPT_SERVER_RESPONSE_TIMEOUT, QUIT_WAIT_S);
+        curl_socket_t fd = CURL_SOCKET_BAD;
+        if (curl_easy_getinfo(s->curl, CURLINFO_ACTIVESOCKET, &fd) == CURLE_OK &&
+            fd != CURL_SOCKET_BAD) {
+            (void)shutdown(fd, SHUT_RD); /* QUIT goes out; its reply is not waited for */
+        }
         curl_easy_cleanup(s->curl);
     }
     if (s->password != NULL) {
