@@ -419,6 +419,25 @@ static void test_refused_sender_is_transient_but_552_permanent(void **state)
     pe_stop(s.pid);
 }
 
+/* A socket on 127.0.0.1 that listens but never answers: the kernel accepts connections,
+ * no banner comes. Returns the fd; *port gets its port. */
+static int silent_listener(unsigned short *port)
+{
+    struct sockaddr_in a;
+    socklen_t alen = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
 static volatile int stop_flag;
 static bool test_stop_requested(void)
 {
@@ -440,20 +459,12 @@ static void *stop_after_300ms(void *arg)
 static void test_stop_abandons_a_stalled_send(void **state)
 {
     struct server s;
-    struct sockaddr_in a;
-    socklen_t alen = sizeof a;
     char url[64], err[256] = "";
     pthread_t t;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    unsigned short silent_port;
+    int fd = silent_listener(&silent_port);
     (void)state;
 
-    assert_true(fd >= 0);
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(fd, 8), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
     struct smtp_config cfg = {
         .url = url,
         .starttls = SMTP_STARTTLS_NONE,
@@ -464,7 +475,7 @@ static void test_stop_abandons_a_stalled_send(void **state)
     for (int round = 0; round < 2; round++) {
         const char *to = "alice@example.org";
         if (round == 0) {
-            snprintf(url, sizeof url, "smtp://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+            snprintf(url, sizeof url, "smtp://127.0.0.1:%u", (unsigned)silent_port);
         } else {
             assert_int_equal(server_start(&s, 0), 0);
             snprintf(url, sizeof url, "smtp://127.0.0.1:%u", (unsigned)s.port);
@@ -546,23 +557,12 @@ static void test_silent_server_times_out_transient(void **state)
 {
     struct server s;
     struct smtp_sender *snd;
-    struct sockaddr_in a;
-    socklen_t alen = sizeof a;
     char err[256];
     long long t0, took;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
     (void)state;
 
-    /* Listens but never answers: the kernel accepts the connection, no banner comes. */
-    assert_true(fd >= 0);
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(fd, 8), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
     memset(&s, 0, sizeof s);
-    s.port = ntohs(a.sin_port);
+    int fd = silent_listener(&s.port);
     snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
     t0 = pe_now_ms();
     assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_TRANSIENT);
