@@ -137,13 +137,9 @@ if [[ " $PHASES " == *" throughput "* ]]; then
     T0=$(date +%s.%N)
     start_pe "$TOPIC" "bench-pe-$$" notifications_bench "$HEALTH_PORT" "$SINK_PORT" "$OUT/push-email.log"
     : >"$OUT/rss.txt"
-    rss_sampler "$PE_PID" "$OUT/rss.txt" &
-    deadline=$(($(date +%s) + 600))
-    while [ "$(wc -l <"$OUT/sink-pe.log")" -lt "$N" ]; do
-        kill -0 "$PE_PID" 2>/dev/null || die "push-email exited: $(tail -5 "$OUT/push-email.log")"
-        [ "$(date +%s)" -lt "$deadline" ] || die "timeout: $(wc -l <"$OUT/sink-pe.log") of $N"
-        sleep 0.2
-    done
+    "$PY" "$HERE/watch.py" --pid "$PE_PID" --sink-log "$OUT/sink-pe.log" --count "$N" \
+        --rss "$OUT/rss.txt" --timeout 600 ||
+        die "push-email did not send $N emails: $(tail -5 "$OUT/push-email.log")"
     T1=$(date +%s.%N)
     HWM=$(awk '/^VmHWM/ {print $2}' "/proc/$PE_PID/status")
     sent=$(metric "$HEALTH_PORT" push_email_emails_sent_total)
@@ -166,7 +162,13 @@ if [[ " $PHASES " == *" throughput "* ]]; then
     settle
     log "baseline: $N messages of $size bytes"
     "$BUILD/bench/push_email_baseline" --url "smtp://127.0.0.1:$SINK_PORT" --file "$OUT/sample.eml" \
-        --count "$N" | tee "$OUT/baseline.txt" >&2
+        --count "$N" >"$OUT/baseline.txt" &
+    B_PID=$!
+    # The same watcher as push-email's phase, so both phases carry the same harness load.
+    "$PY" "$HERE/watch.py" --pid "$B_PID" --sink-log "$OUT/sink-base.log" --count "$N" \
+        --rss "$OUT/rss-base.txt" --timeout 600 || true
+    wait "$B_PID" || die "baseline failed: $(cat "$OUT/baseline.txt")"
+    cat "$OUT/baseline.txt" >&2
     sleep 0.5
     kill -TERM "$SINK_PID"; wait "$SINK_PID" || true
     read -r b_n b_span b_rate < <(rate_from_sink "$OUT/sink-base.log")
