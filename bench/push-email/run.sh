@@ -106,9 +106,9 @@ cpu_idle_pct() { # the machine's idle share over one second, in %
     echo $(((b[4] - a[4] + b[5] - a[5]) * 100 / (total > 0 ? total : 1)))
 }
 settle() { # waits (up to 60 s) until the machine is quiet: >= 85 % idle over a second. After
-    # push-email's run, Kafka Connect still reads the binlog of its 5,000 delivery-log writes
-    # for several seconds; a baseline measured meanwhile would be slowed by that and flatter
-    # the ratio.
+    # push-email's run, the stack goes on working for a while (Kafka, and Connect when the
+    # delivery log was in the binlog); a baseline measured meanwhile would be slowed by that
+    # and flatter the ratio.
     local t0=$SECONDS idle
     while :; do
         idle=$(cpu_idle_pct)
