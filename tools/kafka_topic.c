@@ -83,43 +83,37 @@ int main(int argc, char **argv)
     }
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
     rd_kafka_event_t *ev = NULL;
+    rd_kafka_NewTopic_t *nt = NULL;
+    rd_kafka_DeleteTopic_t *del[MAX_TOPICS];
+    size_t n = 0;
     if (create) {
-        rd_kafka_NewTopic_t *nt =
-            rd_kafka_NewTopic_new(argv[3], (int)partitions, 1, err, sizeof err);
+        nt = rd_kafka_NewTopic_new(argv[3], (int)partitions, 1, err, sizeof err);
         if (nt == NULL) {
             fprintf(stderr, "%s\n", err);
             goto out;
         }
         rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
-        ev = rd_kafka_queue_poll(q, TIMEOUT_MS);
-        const rd_kafka_CreateTopics_result_t *res =
-            ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
-        if (res != NULL) {
-            size_t cnt = 0;
-            const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &cnt);
-            rc = report("create", tr, cnt);
-        } else {
-            fprintf(stderr, "no CreateTopics result within %d ms\n", TIMEOUT_MS);
-        }
-        rd_kafka_NewTopic_destroy(nt);
     } else {
-        rd_kafka_DeleteTopic_t *del[MAX_TOPICS];
-        size_t n = 0;
         for (int i = first; i < last; i++)
             del[n++] = rd_kafka_DeleteTopic_new(argv[i]);
         rd_kafka_DeleteTopics(rk, del, n, NULL, q);
-        ev = rd_kafka_queue_poll(q, TIMEOUT_MS);
-        const rd_kafka_DeleteTopics_result_t *res =
-            ev ? rd_kafka_event_DeleteTopics_result(ev) : NULL;
-        if (res != NULL) {
-            size_t cnt = 0;
-            const rd_kafka_topic_result_t **tr = rd_kafka_DeleteTopics_result_topics(res, &cnt);
-            rc = report("delete", tr, cnt);
-        } else {
-            fprintf(stderr, "no DeleteTopics result within %d ms\n", TIMEOUT_MS);
-        }
-        rd_kafka_DeleteTopic_destroy_array(del, n);
     }
+    /* One result event either way; its topics' outcomes are reported alike. */
+    const char *what = create ? "create" : "delete";
+    ev = rd_kafka_queue_poll(q, TIMEOUT_MS);
+    const rd_kafka_topic_result_t **tr = NULL;
+    size_t cnt = 0;
+    if (ev != NULL && create && rd_kafka_event_CreateTopics_result(ev) != NULL)
+        tr = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
+    else if (ev != NULL && !create && rd_kafka_event_DeleteTopics_result(ev) != NULL)
+        tr = rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &cnt);
+    if (tr != NULL)
+        rc = report(what, tr, cnt);
+    else
+        fprintf(stderr, "no %s result within %d ms\n", what, TIMEOUT_MS);
+    if (nt != NULL)
+        rd_kafka_NewTopic_destroy(nt);
+    rd_kafka_DeleteTopic_destroy_array(del, n);
 out:
     if (ev)
         rd_kafka_event_destroy(ev);

@@ -15,25 +15,49 @@
 #include <time.h>
 #include <unistd.h>
 
-unsigned short pe_free_port(void)
+/* A TCP socket bound to 127.0.0.1 on a port the kernel picks (*port), or -1. */
+static int bind_loopback(unsigned short *port)
 {
     struct sockaddr_in a;
     socklen_t len = sizeof a;
-    unsigned short port = 0;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
 
     if (fd < 0) {
-        return 0;
+        return -1;
     }
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
-        port = ntohs(a.sin_port);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+unsigned short pe_free_port(void)
+{
+    unsigned short port = 0;
+    int fd = bind_loopback(&port);
+
+    if (fd < 0) {
+        return 0;
     }
     close(fd);
     return port;
+}
+
+int pe_silent_listener(unsigned short *port)
+{
+    int fd = bind_loopback(port);
+
+    if (fd >= 0 && listen(fd, 8) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 pid_t pe_spawn(char *const argv[], const char *log_path)

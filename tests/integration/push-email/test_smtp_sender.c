@@ -230,6 +230,55 @@ static enum mail_result send_gated(struct smtp_sender *snd, struct gate_probe *g
                           sizeof message - 1, &gate, err, errlen);
 }
 
+/* The fixture of most tests: a server and a sender for it, stopped and freed by fx_down
+ * (the tests' teardown) even when the test fails. */
+struct fx {
+    struct server s;
+    struct smtp_sender *snd;
+    char err[256];
+};
+
+static struct fx *fx_up(void **state, int flags, enum smtp_starttls tls, const char *user,
+                        const char *password)
+{
+    struct fx *f = calloc(1, sizeof *f);
+
+    assert_non_null(f);
+    *state = f;
+    if (server_start(&f->s, flags) != 0) {
+        f->s.pid = 0; /* server_start_on stopped it */
+        fail_msg("the test SMTP server did not start");
+    }
+    f->snd = sender_for(&f->s, tls, user, password);
+    return f;
+}
+
+static int fx_down(void **state)
+{
+    struct fx *f = *state;
+
+    if (f != NULL) {
+        smtp_sender_free(f->snd);
+        if (f->s.pid > 0) {
+            pe_stop(f->s.pid);
+        }
+        free(f);
+    }
+    return 0;
+}
+
+/* Message n the server saved is exactly want (len bytes). */
+static void assert_saved(const struct server *s, int n, const char *want, size_t want_len)
+{
+    size_t len = 0;
+    char *got = saved(s, n, "eml", &len);
+
+    assert_non_null(got);
+    assert_int_equal(len, want_len);
+    assert_memory_equal(got, want, len);
+    free(got);
+}
+
 static int group_setup(void **state)
 {
     char *argv[24];
@@ -282,160 +331,89 @@ static int group_teardown(void **state)
 
 static void test_plain_send_arrives_byte_exact(void **state)
 {
-    struct server s;
-    struct smtp_sender *snd;
-    char err[256];
-    size_t len = 0;
-    char *got, *meta;
-    (void)state;
+    struct fx *f = fx_up(state, 0, SMTP_STARTTLS_NONE, NULL, NULL);
 
-    assert_int_equal(server_start(&s, 0), 0);
-    snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
-    assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_SENT);
-    got = saved(&s, 1, "eml", &len);
-    meta = saved(&s, 1, "meta", NULL);
-    assert_non_null(got);
+    assert_int_equal(send_to(f->snd, "alice@example.org", f->err, sizeof f->err), MAIL_SENT);
+    assert_saved(&f->s, 1, message, sizeof message - 1);
+    char *meta = saved(&f->s, 1, "meta", NULL);
     assert_non_null(meta);
-    assert_int_equal(len, sizeof message - 1);
-    assert_memory_equal(got, message, len);
     assert_non_null(strstr(meta, "from=noreply@example.org\n"));
     assert_non_null(strstr(meta, "to=alice@example.org\n"));
     free(meta);
-    free(got);
-    smtp_sender_free(snd);
-    pe_stop(s.pid);
 }
 
 static void test_starttls_required_with_auth_delivers(void **state)
 {
-    struct server s;
-    struct smtp_sender *snd;
-    char err[256];
-    size_t len = 0;
-    char *got, *meta;
-    (void)state;
+    struct fx *f = fx_up(state, SRV_TLS | SRV_AUTH, SMTP_STARTTLS_REQUIRED, USER, PASSWORD);
 
-    assert_int_equal(server_start(&s, SRV_TLS | SRV_AUTH), 0);
-    snd = sender_for(&s, SMTP_STARTTLS_REQUIRED, USER, PASSWORD);
-    if (send_to(snd, "alice@example.org", err, sizeof err) != MAIL_SENT) {
-        fail_msg("send: %s", err);
+    if (send_to(f->snd, "alice@example.org", f->err, sizeof f->err) != MAIL_SENT) {
+        fail_msg("send: %s", f->err);
     }
-    got = saved(&s, 1, "eml", &len);
-    meta = saved(&s, 1, "meta", NULL);
-    assert_non_null(got);
+    assert_saved(&f->s, 1, message, sizeof message - 1);
+    char *meta = saved(&f->s, 1, "meta", NULL);
     assert_non_null(meta);
-    assert_int_equal(len, sizeof message - 1);
-    assert_memory_equal(got, message, len);
     assert_non_null(strstr(meta, "tls=1\n"));
     assert_non_null(strstr(meta, "login=" USER "\n"));
     free(meta);
-    free(got);
-    smtp_sender_free(snd);
-    pe_stop(s.pid);
 }
 
 static void test_wrong_password_is_transient(void **state)
 {
-    struct server s;
-    struct smtp_sender *snd;
-    char err[256];
-    (void)state;
+    struct fx *f = fx_up(state, SRV_TLS | SRV_AUTH, SMTP_STARTTLS_REQUIRED, USER, "wrong");
 
-    assert_int_equal(server_start(&s, SRV_TLS | SRV_AUTH), 0);
-    snd = sender_for(&s, SMTP_STARTTLS_REQUIRED, USER, "wrong");
-    assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_TRANSIENT);
-    if (strstr(err, "535") == NULL) {
-        fail_msg("reason does not carry the server's code: %s", err);
+    assert_int_equal(send_to(f->snd, "alice@example.org", f->err, sizeof f->err), MAIL_TRANSIENT);
+    if (strstr(f->err, "535") == NULL) {
+        fail_msg("reason does not carry the server's code: %s", f->err);
     }
-    assert_null(strstr(err, "wrong")); /* the password never appears */
-    smtp_sender_free(snd);
-    pe_stop(s.pid);
+    assert_null(strstr(f->err, "wrong")); /* the password never appears */
 }
 
 static void test_starttls_required_but_not_offered_is_transient(void **state)
 {
-    struct server s;
-    struct smtp_sender *snd;
-    char err[256];
-    (void)state;
+    struct fx *f = fx_up(state, 0, SMTP_STARTTLS_REQUIRED, NULL, NULL);
 
-    assert_int_equal(server_start(&s, 0), 0);
-    snd = sender_for(&s, SMTP_STARTTLS_REQUIRED, NULL, NULL);
-    assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_TRANSIENT);
-    assert_true(err[0] != '\0');
-    assert_int_equal(connections(&s), 2); /* the server's own start probe + ours */
-    smtp_sender_free(snd);
-    pe_stop(s.pid);
+    assert_int_equal(send_to(f->snd, "alice@example.org", f->err, sizeof f->err), MAIL_TRANSIENT);
+    assert_true(f->err[0] != '\0');
+    assert_int_equal(connections(&f->s), 2); /* the server's own start probe + ours */
 }
 
 static void test_550_recipient_is_permanent_and_451_transient(void **state)
 {
-    struct server s;
-    struct smtp_sender *snd;
-    char err[256];
-    (void)state;
+    struct fx *f = fx_up(state, 0, SMTP_STARTTLS_NONE, NULL, NULL);
 
-    assert_int_equal(server_start(&s, 0), 0);
-    snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
-    assert_int_equal(send_to(snd, "nobody@example.org", err, sizeof err), MAIL_PERMANENT);
-    if (strncmp(err, "550", 3) != 0) {
-        fail_msg("reason: %s", err);
+    assert_int_equal(send_to(f->snd, "nobody@example.org", f->err, sizeof f->err), MAIL_PERMANENT);
+    if (strncmp(f->err, "550", 3) != 0) {
+        fail_msg("reason: %s", f->err);
     }
-    assert_int_equal(send_to(snd, "busy@example.org", err, sizeof err), MAIL_TRANSIENT);
-    if (strncmp(err, "451", 3) != 0) {
-        fail_msg("reason: %s", err);
+    assert_int_equal(send_to(f->snd, "busy@example.org", f->err, sizeof f->err), MAIL_TRANSIENT);
+    if (strncmp(f->err, "451", 3) != 0) {
+        fail_msg("reason: %s", f->err);
     }
     /* The same sender goes on working after refusals. */
-    assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_SENT);
-    smtp_sender_free(snd);
-    pe_stop(s.pid);
+    assert_int_equal(send_to(f->snd, "alice@example.org", f->err, sizeof f->err), MAIL_SENT);
 }
 
 /* A refused envelope sender is ours and the same for every email: transient (the consumer
  * pauses and alerts) rather than a DLQ entry per email. 552 (too big) stays permanent. */
 static void test_refused_sender_is_transient_but_552_permanent(void **state)
 {
-    struct server s;
-    struct smtp_sender *snd;
-    char err[256];
-    (void)state;
+    struct fx *f = fx_up(state, 0, SMTP_STARTTLS_NONE, NULL, NULL);
+    char *err = f->err;
 
-    assert_int_equal(server_start(&s, 0), 0);
-    snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
-    assert_int_equal(send_from(snd, "blocked@example.org", "alice@example.org", err, sizeof err),
-                     MAIL_TRANSIENT);
+    assert_int_equal(
+        send_from(f->snd, "blocked@example.org", "alice@example.org", err, sizeof f->err),
+        MAIL_TRANSIENT);
     if (strncmp(err, "550 5.7.1", 9) != 0) {
         fail_msg("reason: %s", err);
     }
-    assert_int_equal(send_from(snd, "huge@example.org", "alice@example.org", err, sizeof err),
+    assert_int_equal(send_from(f->snd, "huge@example.org", "alice@example.org", err, sizeof f->err),
                      MAIL_PERMANENT);
     if (strncmp(err, "552", 3) != 0) {
         fail_msg("reason: %s", err);
     }
     /* A refused recipient is still permanent, and the sender goes on working. */
-    assert_int_equal(send_to(snd, "nobody@example.org", err, sizeof err), MAIL_PERMANENT);
-    assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_SENT);
-    smtp_sender_free(snd);
-    pe_stop(s.pid);
-}
-
-/* A socket on 127.0.0.1 that listens but never answers: the kernel accepts connections,
- * no banner comes. Returns the fd; *port gets its port. */
-static int silent_listener(unsigned short *port)
-{
-    struct sockaddr_in a;
-    socklen_t alen = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    assert_true(fd >= 0);
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(fd, 8), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-    *port = ntohs(a.sin_port);
-    return fd;
+    assert_int_equal(send_to(f->snd, "nobody@example.org", err, sizeof f->err), MAIL_PERMANENT);
+    assert_int_equal(send_to(f->snd, "alice@example.org", err, sizeof f->err), MAIL_SENT);
 }
 
 static volatile int stop_flag;
@@ -462,8 +440,9 @@ static void test_stop_abandons_a_stalled_send(void **state)
     char url[64], err[256] = "";
     pthread_t t;
     unsigned short silent_port;
-    int fd = silent_listener(&silent_port);
+    int fd = pe_silent_listener(&silent_port);
     (void)state;
+    assert_true(fd >= 0);
 
     struct smtp_config cfg = {
         .url = url,
@@ -509,30 +488,24 @@ static void test_stop_abandons_a_stalled_send(void **state)
  * again (the late reply would answer the next MAIL FROM); the next send gets a new one. */
 static void test_end_of_data_timeout_does_not_poison_the_next_send(void **state)
 {
-    struct server s;
-    struct smtp_sender *snd;
-    char err[256];
-    char *meta;
-    (void)state;
+    struct fx *f = fx_up(state, 0, SMTP_STARTTLS_NONE, NULL, NULL); /* timeout_ms 5 s */
+    size_t before = connections(&f->s); /* the sender connects on its first send */
 
-    assert_int_equal(server_start(&s, 0), 0);
-    size_t before = connections(&s);
-    snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL); /* timeout_ms 5 s */
-    assert_int_equal(send_to(snd, "stall@example.org", err, sizeof err), MAIL_TRANSIENT);
+    assert_int_equal(send_to(f->snd, "stall@example.org", f->err, sizeof f->err), MAIL_TRANSIENT);
     long long t0 = pe_now_ms();
-    if (send_to(snd, "alice@example.org", err, sizeof err) != MAIL_SENT) {
-        fail_msg("send after the stalled one: %s", err);
+    if (send_to(f->snd, "alice@example.org", f->err, sizeof f->err) != MAIL_SENT) {
+        fail_msg("send after the stalled one: %s", f->err);
     }
     assert_true(pe_now_ms() - t0 < 2000);
-    meta = saved(&s, 1, "meta", NULL);
+    char *meta = saved(&f->s, 1, "meta", NULL);
     assert_non_null(meta);
     assert_non_null(strstr(meta, "to=alice@example.org\n"));
     free(meta);
-    assert_int_equal(connections(&s) - before, 2);
+    assert_int_equal(connections(&f->s) - before, 2);
     long long t1 = pe_now_ms();
-    smtp_sender_free(snd);
+    smtp_sender_free(f->snd);
+    f->snd = NULL;
     assert_true(pe_now_ms() - t1 < 3000);
-    pe_stop(s.pid);
 }
 
 static void test_server_down_is_transient_fast(void **state)
@@ -562,7 +535,8 @@ static void test_silent_server_times_out_transient(void **state)
     (void)state;
 
     memset(&s, 0, sizeof s);
-    int fd = silent_listener(&s.port);
+    int fd = pe_silent_listener(&s.port);
+    assert_true(fd >= 0);
     snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
     t0 = pe_now_ms();
     assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_TRANSIENT);
@@ -577,48 +551,33 @@ static void test_silent_server_times_out_transient(void **state)
 
 static void test_twenty_sends_use_one_connection(void **state)
 {
-    struct server s;
-    struct smtp_sender *snd;
-    char err[256];
-    size_t before;
-    (void)state;
+    struct fx *f = fx_up(state, SRV_TLS | SRV_AUTH, SMTP_STARTTLS_REQUIRED, USER, PASSWORD);
+    size_t before = connections(&f->s); /* the server's own start probe */
 
-    assert_int_equal(server_start(&s, SRV_TLS | SRV_AUTH), 0);
-    before = connections(&s); /* the server's own start probe */
-    snd = sender_for(&s, SMTP_STARTTLS_REQUIRED, USER, PASSWORD);
     for (int i = 0; i < 20; i++) {
-        if (send_to(snd, "alice@example.org", err, sizeof err) != MAIL_SENT) {
-            fail_msg("send %d: %s", i, err);
+        if (send_to(f->snd, "alice@example.org", f->err, sizeof f->err) != MAIL_SENT) {
+            fail_msg("send %d: %s", i, f->err);
         }
     }
-    free(saved(&s, 20, "eml", NULL));
-    assert_int_equal(connections(&s) - before, 1);
-    smtp_sender_free(snd);
-    pe_stop(s.pid);
+    free(saved(&f->s, 20, "eml", NULL));
+    assert_int_equal(connections(&f->s) - before, 1);
 }
 
 static void test_server_restart_between_sends_reconnects(void **state)
 {
-    struct server s;
-    struct smtp_sender *snd;
-    char err[256];
-    char *got;
-    (void)state;
+    struct fx *f = fx_up(state, 0, SMTP_STARTTLS_NONE, NULL, NULL);
 
-    assert_int_equal(server_start(&s, 0), 0);
-    snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
-    assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_SENT);
-    pe_stop(s.pid);
-    assert_int_equal(server_start_on(&s, s.port, 0), 0);
-    if (send_to(snd, "alice@example.org", err, sizeof err) != MAIL_SENT) {
-        fail_msg("send after restart: %s", err);
+    assert_int_equal(send_to(f->snd, "alice@example.org", f->err, sizeof f->err), MAIL_SENT);
+    pe_stop(f->s.pid);
+    f->s.pid = 0;
+    assert_int_equal(server_start_on(&f->s, f->s.port, 0), 0);
+    if (send_to(f->snd, "alice@example.org", f->err, sizeof f->err) != MAIL_SENT) {
+        fail_msg("send after restart: %s", f->err);
     }
     /* The new server process numbers its messages from 1 again. */
-    got = saved(&s, 1, "eml", NULL);
+    char *got = saved(&f->s, 1, "eml", NULL);
     assert_non_null(got);
     free(got);
-    smtp_sender_free(snd);
-    pe_stop(s.pid);
 }
 
 /* The gate runs once, before the end of data: the server has accepted nothing while it
@@ -627,96 +586,76 @@ static void test_server_restart_between_sends_reconnects(void **state)
  * server never accepts it, and the next send works on a new connection. */
 static void test_gate_holds_the_end_of_data(void **state)
 {
-    struct server s;
-    struct smtp_sender *snd;
-    char err[256];
-    size_t len = 0;
+    struct fx *f = fx_up(state, SRV_TLS | SRV_AUTH, SMTP_STARTTLS_REQUIRED, USER, PASSWORD);
+    struct smtp_sender *snd = f->snd;
+    struct server *s = &f->s;
+    char *err = f->err;
     char *got;
-    (void)state;
 
-    assert_int_equal(server_start(&s, SRV_TLS | SRV_AUTH), 0);
-    snd = sender_for(&s, SMTP_STARTTLS_REQUIRED, USER, PASSWORD);
-    struct gate_probe g = {&s, 0, 0, 0};
-    if (send_gated(snd, &g, err, sizeof err) != MAIL_SENT) {
+    struct gate_probe g = {s, 0, 0, 0};
+    if (send_gated(snd, &g, err, sizeof f->err) != MAIL_SENT) {
         fail_msg("gated send: %s", err);
     }
     assert_int_equal(g.calls, 1);
     assert_int_equal(g.accepted_before, 0);
-    got = saved(&s, 1, "eml", &len);
-    assert_non_null(got);
-    assert_int_equal(len, sizeof message - 1);
-    assert_memory_equal(got, message, len);
-    free(got);
+    assert_saved(s, 1, message, sizeof message - 1);
 
     /* Exactly one line that starts with a dot: libcurl stuffs one byte, which must not let
      * it end the DATA before the held-back byte and the gate. */
     static const char one_dot[] = "From: <noreply@example.org>\r\nTo: <alice@example.org>\r\n"
                                   "Subject: one dot\r\n\r\nfirst\r\n.dot line\r\nlast\r\n";
-    struct gate_probe g1 = {&s, 0, 0, 0};
+    struct gate_probe g1 = {s, 0, 0, 0};
     struct mail_sender port1 = smtp_sender_port(snd);
     const struct mail_gate gate1 = {probe_ready, &g1};
     assert_int_equal(port1.ops->send(port1.self, "noreply@example.org", "carol@example.org",
-                                     one_dot, sizeof one_dot - 1, &gate1, err, sizeof err),
+                                     one_dot, sizeof one_dot - 1, &gate1, err, sizeof f->err),
                      MAIL_SENT);
     assert_int_equal(g1.calls, 1);
-    got = saved(&s, 2, "eml", &len);
-    assert_non_null(got);
-    assert_int_equal(len, sizeof one_dot - 1);
-    assert_memory_equal(got, one_dot, len);
-    free(got);
+    assert_saved(s, 2, one_dot, sizeof one_dot - 1);
 
-    struct gate_probe no = {&s, 0, 0, -1};
-    assert_int_equal(send_gated(snd, &no, err, sizeof err), MAIL_TRANSIENT);
+    struct gate_probe no = {s, 0, 0, -1};
+    assert_int_equal(send_gated(snd, &no, err, sizeof f->err), MAIL_TRANSIENT);
     assert_int_equal(no.calls, 1);
     assert_non_null(strstr(err, "gate"));
-    assert_int_equal(send_to(snd, "bob@example.org", err, sizeof err), MAIL_SENT);
-    got = saved(&s, 3, "meta", NULL); /* the refused message was never numbered */
+    assert_int_equal(send_to(snd, "bob@example.org", err, sizeof f->err), MAIL_SENT);
+    got = saved(s, 3, "meta", NULL); /* the refused message was never numbered */
     assert_non_null(got);
     assert_non_null(strstr(got, "to=bob@example.org\n"));
     free(got);
     usleep(200 * 1000);
     char path[PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/msg-4.eml", s.dir);
+    snprintf(path, sizeof path, "%s/msg-4.eml", s->dir);
     assert_int_equal(access(path, F_OK), -1);
-    smtp_sender_free(snd);
-    pe_stop(s.pid);
 }
 
 static void test_address_with_crlf_is_refused_permanently(void **state)
 {
-    struct server s;
-    struct smtp_sender *snd;
-    char err[256];
-    (void)state;
+    struct fx *f = fx_up(state, 0, SMTP_STARTTLS_NONE, NULL, NULL);
 
-    assert_int_equal(server_start(&s, 0), 0);
-    snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
     assert_int_equal(
-        send_to(snd, "alice@example.org>\r\nRCPT TO:<eve@example.org", err, sizeof err),
+        send_to(f->snd, "alice@example.org>\r\nRCPT TO:<eve@example.org", f->err, sizeof f->err),
         MAIL_PERMANENT);
-    assert_int_equal(send_to(snd, "", err, sizeof err), MAIL_PERMANENT);
-    assert_int_equal(connections(&s), 1); /* only the start probe: we never connected */
-    smtp_sender_free(snd);
-    pe_stop(s.pid);
+    assert_int_equal(send_to(f->snd, "", f->err, sizeof f->err), MAIL_PERMANENT);
+    assert_int_equal(connections(&f->s), 1); /* only the start probe: we never connected */
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_plain_send_arrives_byte_exact),
-        cmocka_unit_test(test_starttls_required_with_auth_delivers),
-        cmocka_unit_test(test_wrong_password_is_transient),
-        cmocka_unit_test(test_starttls_required_but_not_offered_is_transient),
-        cmocka_unit_test(test_550_recipient_is_permanent_and_451_transient),
-        cmocka_unit_test(test_refused_sender_is_transient_but_552_permanent),
+        cmocka_unit_test_teardown(test_plain_send_arrives_byte_exact, fx_down),
+        cmocka_unit_test_teardown(test_starttls_required_with_auth_delivers, fx_down),
+        cmocka_unit_test_teardown(test_wrong_password_is_transient, fx_down),
+        cmocka_unit_test_teardown(test_starttls_required_but_not_offered_is_transient, fx_down),
+        cmocka_unit_test_teardown(test_550_recipient_is_permanent_and_451_transient, fx_down),
+        cmocka_unit_test_teardown(test_refused_sender_is_transient_but_552_permanent, fx_down),
         cmocka_unit_test(test_stop_abandons_a_stalled_send),
-        cmocka_unit_test(test_end_of_data_timeout_does_not_poison_the_next_send),
+        cmocka_unit_test_teardown(test_end_of_data_timeout_does_not_poison_the_next_send, fx_down),
         cmocka_unit_test(test_server_down_is_transient_fast),
         cmocka_unit_test(test_silent_server_times_out_transient),
-        cmocka_unit_test(test_twenty_sends_use_one_connection),
-        cmocka_unit_test(test_server_restart_between_sends_reconnects),
-        cmocka_unit_test(test_gate_holds_the_end_of_data),
-        cmocka_unit_test(test_address_with_crlf_is_refused_permanently),
+        cmocka_unit_test_teardown(test_twenty_sends_use_one_connection, fx_down),
+        cmocka_unit_test_teardown(test_server_restart_between_sends_reconnects, fx_down),
+        cmocka_unit_test_teardown(test_gate_holds_the_end_of_data, fx_down),
+        cmocka_unit_test_teardown(test_address_with_crlf_is_refused_permanently, fx_down),
     };
     return cmocka_run_group_tests_name("smtp_sender", tests, group_setup, group_teardown);
 }

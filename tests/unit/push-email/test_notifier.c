@@ -304,6 +304,16 @@ static struct user_change change(enum change_op op, long pos)
     return c;
 }
 
+/* Ana changes her address from old@ to new@example.com (two emails) at binlog position pos. */
+static struct user_change email_change(long pos)
+{
+    struct user_change c = change(CHANGE_UPDATE, pos);
+    c.has_before = c.has_after = true;
+    image(&c.before, "old@example.com", "Ana", "en");
+    image(&c.after, "new@example.com", "Ana", "en");
+    return c;
+}
+
 static void welcome_is_sent_once_even_when_redelivered(void **state)
 {
     struct fixture *fx = *state;
@@ -359,10 +369,7 @@ static void each_send_waits_for_the_marks_before_it(void **state)
 {
     struct fixture *fx = *state;
     struct notify_report rep;
-    struct user_change c = change(CHANGE_UPDATE, 155);
-    c.has_before = c.has_after = true;
-    image(&c.before, "old@example.com", "Ana", "en");
-    image(&c.after, "new@example.com", "Ana", "en");
+    struct user_change c = email_change(155);
 
     /* An email change: two emails, the second gated on the first one's mark. */
     assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_DONE);
@@ -447,10 +454,7 @@ static void transient_failure_retries_and_sends_nothing_twice(void **state)
 {
     struct fixture *fx = *state;
     struct notify_report rep;
-    struct user_change c = change(CHANGE_UPDATE, 500);
-    c.has_before = c.has_after = true;
-    image(&c.before, "old@example.com", "Ana", "en");
-    image(&c.after, "new@example.com", "Ana", "en");
+    struct user_change c = email_change(500);
     c.after.version = 2;
 
     /* Email change: two emails; the second send fails transiently. */
@@ -473,10 +477,7 @@ static void permanent_failure_reports_for_the_dlq_and_moves_on(void **state)
 {
     struct fixture *fx = *state;
     struct notify_report rep;
-    struct user_change c = change(CHANGE_UPDATE, 600);
-    c.has_before = c.has_after = true;
-    image(&c.before, "old@example.com", "Ana", "en");
-    image(&c.after, "new@example.com", "Ana", "en");
+    struct user_change c = email_change(600);
 
     fx->sender.script[0] = MAIL_PERMANENT;
     assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_FAILED);
