@@ -89,7 +89,7 @@ struct kafka_consumer {
     rd_kafka_resp_err_t dlq_err;
     struct metric_counter *m_events_done, *m_events_failed, *m_events_malformed,
         *m_events_tombstone, *m_events_retry;
-    struct metric_counter *m_sent, *m_deduped, *m_failed, *m_retries, *m_dlq;
+    struct metric_counter *m_sent, *m_deduped, *m_failed, *m_retries, *m_dlq, *m_commit_failed;
     struct metric_gauge *m_lag, *m_paused, *m_waiting;
 };
 
@@ -160,7 +160,16 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (flush_waiting(kc, GATE_FLUSH_MS) != 0)
             log_write(LOG_WARN, "revoke: some offsets still wait for the delivery log", NULL);
         drop_waiting(kc, partitions);
-        (void)rd_kafka_commit(rk, NULL, 0);
+        /* The commit can be refused, e.g. REBALANCE_IN_PROGRESS when another member's
+         * join starts a new rebalance meanwhile. The next owner then reads these events
+         * again from the last commit; the marks flushed above make it skip their emails. */
+        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+        if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+            metric_counter_add(kc->m_commit_failed, 1);
+            log_write(LOG_WARN,
+                      "revoke: offsets not committed, the next owner reads those events again",
+                      "error", rd_kafka_err2str(cerr), NULL);
+        }
         reset_partitions(kc, partitions);
         if (cooperative)
             error = rd_kafka_incremental_unassign(rk, partitions);
@@ -259,6 +268,10 @@ static void register_metrics(struct kafka_consumer *kc, struct metrics *m)
     kc->m_retries = metrics_counter(m, "push_email_retries_total",
                                     "Transient failures that paused a partition", NULL);
     kc->m_dlq = metrics_counter(m, "push_email_dlq_total", "Events written to the DLQ", NULL);
+    kc->m_commit_failed = metrics_counter(m, "push_email_revoke_commit_failures_total",
+                                          "Revoked partitions whose offsets the group refused "
+                                          "to commit (their events are read again)",
+                                          NULL);
     kc->m_lag = metrics_gauge(m, "push_email_consumer_lag",
                               "Messages behind the end of the assigned partitions", NULL);
     kc->m_paused = metrics_gauge(m, "push_email_paused_partitions",
