@@ -11,7 +11,8 @@ so each deserves exactly one welcome email.
 
 1. push-email A starts alone and gets the 4 partitions; events flow at ~40/s.
 2. push-email B joins the group mid-stream: an incremental rebalance moves some partitions
-   from A (revoked: A flushes its marks and commits first) to B.
+   from A (revoked: A flushes its marks and commits first) to B, which starts after A's
+   commits: it reads none of A's events again (its deduped counter stays 0).
 3. A gets SIGTERM mid-stream: it finishes the event in hand, commits, leaves (exit 0), and
    B takes over A's partitions from the committed offsets.
 Every handover here is graceful, so not even the one in-flight duplicate that a kill -9 may
@@ -152,6 +153,12 @@ try:
     t.eq(len(got), N, "emails = events")
     t.check(a_sent > 0 and b_sent > 0, "both members sent emails")
     t.check(a_sent + b_sent >= N, "A's and B's sent counters add up to every email")
+    # The broker took A's commits (the revoke's and the close's), so B started after them:
+    # it met none of A's events again (the delivery log would have skipped their emails).
+    t.eq(a.log_since(a_off).count("revoke: offsets not committed"), 0,
+         "A's revoke commits the broker refused")
+    t.eq(mb.get("push_email_emails_deduped_total", 0), 0,
+         "emails B skipped because A had sent them (events read twice)")
     t.eq(moved(b.log_since(b_off), "partitions assigned"), PARTITIONS,
          "partitions B was given in all (some when it joined, A's others when A left)")
 finally:
