@@ -201,6 +201,7 @@ static void produce_create(struct fixture *fx, int pos)
 static uint32_t g_budget_ms;      /* 0: the default */
 static const char *g_topic;       /* NULL: TOPIC */
 static struct metrics *g_metrics; /* the next consumer's, may be NULL */
+static uint32_t g_retry_ms;       /* 0: the default backoff */
 
 static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder *r,
                                              const struct kafka_offset_gate *gate)
@@ -213,8 +214,12 @@ static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder
         .group_id = fx->group,
         .topic = g_topic != NULL ? g_topic : TOPIC,
         .dlq_topic = DLQ,
-        .retry_base_ms = g_topic != NULL ? 1500 : 50,
-        .retry_max_ms = g_topic != NULL ? 1500 : 200,
+        .retry_base_ms = g_retry_ms > 0    ? g_retry_ms
+                         : g_topic != NULL ? 1500
+                                           : 50,
+        .retry_max_ms = g_retry_ms > 0    ? g_retry_ms
+                        : g_topic != NULL ? 1500
+                                          : 200,
         .extra = extra,
         .gate = gate,
         .prefetch = prefetch_hook,
@@ -627,6 +632,58 @@ static void a_rebalance_hands_over_without_losses(void **state)
                       a.n + b.n - 30);
 }
 
+/* A partition paused for a retry, taken away by a rebalance and given back later must be
+ * read again: librdkafka keeps an application's pause across unassign and assign. */
+static void a_paused_partition_given_back_is_read_again(void **state)
+{
+    struct fixture *fx = *state;
+    static const char topic[] = "cdc.info-user.pausemove";
+    struct recorder a = {0}, b = {0};
+
+    rd_kafka_mock_topic_create(fx->mock, topic, 2, 1);
+    produce_to(fx, topic, 0, 100);
+    produce_to(fx, topic, 1, 200);
+    a.script[0] = NOTIFY_RETRY; /* both refused: both partitions paused for a minute */
+    a.script[1] = NOTIFY_RETRY;
+    g_topic = topic;
+    g_retry_ms = 60000;
+    struct kafka_consumer *ka = consumer(fx, &a);
+    g_retry_ms = 0;
+    time_t deadline = time(NULL) + 20;
+    while (a.n < 2 && time(NULL) < deadline)
+        kafka_consumer_poll_once(ka, 100);
+    assert_int_equal(a.n, 2);
+
+    /* B joins and takes one paused partition over (its event was not committed: B reads
+     * it), then leaves: the partition goes back to A. */
+    struct kafka_consumer *kb = consumer(fx, &b);
+    g_topic = NULL;
+    deadline = time(NULL) + 30;
+    while (b.n < 1 && time(NULL) < deadline) {
+        kafka_consumer_poll_once(ka, 50);
+        kafka_consumer_poll_once(kb, 50);
+    }
+    assert_int_equal(b.n, 1);
+    int32_t moved = b.seen[0] == 100 ? 0 : 1;
+    for (int i = 0; i < 10; i++) { /* B's handled offset is stored, then committed at close */
+        kafka_consumer_poll_once(ka, 25);
+        kafka_consumer_poll_once(kb, 25);
+    }
+    kafka_consumer_free(kb);
+
+    /* A new event on the partition A got back: A reads it, long before its old backoff. */
+    produce_to(fx, topic, moved, moved == 0 ? 101 : 201);
+    deadline = time(NULL) + 30;
+    while (!seen_by(&a, moved == 0 ? 101 : 201) && time(NULL) < deadline)
+        kafka_consumer_poll_once(ka, 100);
+    kafka_consumer_free(ka);
+    assert_true(seen_by(&a, moved == 0 ? 101 : 201));
+    size_t other = 0; /* the partition A kept waits for its backoff: its event seen once */
+    for (size_t i = 0; i < a.n; i++)
+        other += a.seen[i] == (moved == 0 ? 200 : 100);
+    assert_int_equal(other, 1);
+}
+
 int main(void)
 {
     log_init("test", LOG_ERROR);
@@ -647,6 +704,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_paused_partition_does_not_hold_the_others, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_rebalance_hands_over_without_losses, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_paused_partition_given_back_is_read_again, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("kafka consumer (mock cluster)", tests, NULL, NULL);
 }

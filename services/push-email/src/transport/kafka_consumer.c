@@ -153,6 +153,10 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             error = rd_kafka_incremental_assign(rk, partitions);
         else
             ret = rd_kafka_assign(rk, partitions);
+        /* librdkafka keeps a pause of ours across unassign and assign: a partition paused
+         * for a retry, taken away and given back would never be fetched again. */
+        if (error == NULL && ret == RD_KAFKA_RESP_ERR_NO_ERROR)
+            (void)rd_kafka_resume_partitions(rk, partitions);
     } else {
         log_write(LOG_INFO, "partitions revoked", "count", n, NULL);
         /* Store what is durable (waiting for the delivery log first) and commit it before
