@@ -6,8 +6,10 @@ Saves every accepted message (after dot-unstuffing) to DIR/msg-<n>.eml with DIR/
 each new connection to DIR/connections (again after STARTTLS: count distinct ports), and
 writes DIR/ready once it listens. Options make it offer
 STARTTLS (and require it), require AUTH for one fixed user, answer 550 or 451 to given
-recipients, refuse given envelope senders (550 5.7.1, or 552 "too big"), and never answer the
-end of DATA for a given recipient (a stalled server). Stops on SIGTERM.
+recipients, refuse given envelope senders (550 5.7.1, or 552 "too big"), refuse the message
+itself at the end of DATA for given recipients (554 5.7.1), never answer the end of DATA for a
+given recipient (a stalled server), and refuse the client at the greeting (554) or at
+EHLO/HELO (550). Stops on SIGTERM.
 """
 import argparse
 import asyncio
@@ -33,6 +35,9 @@ def main():
     ap.add_argument("--reject-sender", action="append", default=[])
     ap.add_argument("--reject552-sender", action="append", default=[])
     ap.add_argument("--stall-data-for", action="append", default=[])
+    ap.add_argument("--reject-data-for", action="append", default=[])
+    ap.add_argument("--refuse-greeting", action="store_true")
+    ap.add_argument("--refuse-helo", action="store_true")
     args = ap.parse_args()
 
     lock = threading.Lock()
@@ -59,6 +64,8 @@ def main():
         async def handle_DATA(self, server, session, envelope):
             if any(r in args.stall_data_for for r in envelope.rcpt_tos):
                 await asyncio.sleep(3600)
+            if any(r in args.reject_data_for for r in envelope.rcpt_tos):
+                return "554 5.7.1 message content refused"
             with lock:
                 counter["msg"] += 1
                 n = counter["msg"]
@@ -73,6 +80,13 @@ def main():
                     1 if session.ssl else 0))
             os.rename(base + ".eml.tmp", base + ".eml")
             return "250 2.0.0 Message accepted for delivery"
+
+    class RefusingHelo(Handler):
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):
+            return ["550 5.7.1 client host refused"]
+
+        async def handle_HELO(self, server, session, envelope, hostname):
+            return "550 5.7.1 client host refused"
 
     def authenticator(server, session, envelope, mechanism, auth_data):
         if not args.auth or not isinstance(auth_data, LoginPassword):
@@ -91,6 +105,10 @@ def main():
             with open(os.path.join(args.dir, "connections"), "a") as f:
                 peer = transport.get_extra_info("peername")
                 f.write("%s\n" % (peer[1] if peer else "?"))
+            if args.refuse_greeting:
+                transport.write(b"554 5.7.1 access denied\r\n")
+                transport.close()
+                return
             super().connection_made(transport)
 
     class CountingController(Controller):
@@ -101,7 +119,8 @@ def main():
                   auth_require_tls=bool(args.tls_cert))
     if tls_context is not None:
         kwargs.update(tls_context=tls_context, require_starttls=args.require_tls)
-    ctl = CountingController(Handler(), hostname="127.0.0.1", port=args.port, **kwargs)
+    handler = RefusingHelo() if args.refuse_helo else Handler()
+    ctl = CountingController(handler, hostname="127.0.0.1", port=args.port, **kwargs)
     ctl.start()
     with open(os.path.join(args.dir, "ready.tmp"), "w") as f:
         f.write("%d\n" % os.getpid())

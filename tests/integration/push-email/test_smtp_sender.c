@@ -56,12 +56,12 @@ static const char message[] = "From: push-email <noreply@example.org>\r\n"
                               "..two dots\r\n"
                               "last line\r\n";
 
-enum srv_flags { SRV_TLS = 1, SRV_AUTH = 2 };
+enum srv_flags { SRV_TLS = 1, SRV_AUTH = 2, SRV_REFUSE_GREETING = 4, SRV_REFUSE_HELO = 8 };
 
 static int server_start_on(struct server *s, unsigned short port, int flags)
 {
     char portarg[16];
-    char *argv[24];
+    char *argv[40];
     int n = 0;
     char ready[PATH_MAX + 16];
 
@@ -96,6 +96,14 @@ static int server_start_on(struct server *s, unsigned short port, int flags)
     argv[n++] = "huge@example.org";
     argv[n++] = "--stall-data-for";
     argv[n++] = "stall@example.org";
+    argv[n++] = "--reject-data-for";
+    argv[n++] = "spam@example.org";
+    if (flags & SRV_REFUSE_GREETING) {
+        argv[n++] = "--refuse-greeting";
+    }
+    if (flags & SRV_REFUSE_HELO) {
+        argv[n++] = "--refuse-helo";
+    }
     argv[n] = NULL;
     s->pid = pe_spawn(argv, s->log);
     if (s->pid < 0 || pe_wait_file(ready, 15000) != 0) {
@@ -281,7 +289,7 @@ static void assert_saved(const struct server *s, int n, const char *want, size_t
 
 static int group_setup(void **state)
 {
-    char *argv[24];
+    char *argv[40];
     int n = 0;
     char cwd[PATH_MAX / 4];
     char log[PATH_MAX + 16];
@@ -414,6 +422,38 @@ static void test_refused_sender_is_transient_but_552_permanent(void **state)
     /* A refused recipient is still permanent, and the sender goes on working. */
     assert_int_equal(send_to(f->snd, "nobody@example.org", err, sizeof f->err), MAIL_PERMANENT);
     assert_int_equal(send_to(f->snd, "alice@example.org", err, sizeof f->err), MAIL_SENT);
+}
+
+/* A relay that refuses US (at the greeting or at EHLO/HELO) refuses every email alike: a
+ * configuration matter, transient, never a `failed` mark per email that a fixed relay could
+ * not undo. A 554 to the end of DATA refuses this message's content: permanent. */
+static void test_refused_client_is_transient_refused_content_permanent(void **state)
+{
+    struct fx *f = fx_up(state, SRV_REFUSE_GREETING, SMTP_STARTTLS_NONE, NULL, NULL);
+    char *err = f->err;
+
+    assert_int_equal(send_to(f->snd, "alice@example.org", err, sizeof f->err), MAIL_TRANSIENT);
+    if (strstr(err, "554") == NULL) {
+        fail_msg("reason: %s", err);
+    }
+    fx_down(state);
+
+    f = fx_up(state, SRV_REFUSE_HELO, SMTP_STARTTLS_NONE, NULL, NULL);
+    err = f->err;
+    assert_int_equal(send_to(f->snd, "alice@example.org", err, sizeof f->err), MAIL_TRANSIENT);
+    if (strstr(err, "550") == NULL) {
+        fail_msg("reason: %s", err);
+    }
+    fx_down(state);
+
+    f = fx_up(state, 0, SMTP_STARTTLS_NONE, NULL, NULL);
+    err = f->err;
+    assert_int_equal(send_to(f->snd, "spam@example.org", err, sizeof f->err), MAIL_PERMANENT);
+    if (strncmp(err, "554 5.7.1", 9) != 0) {
+        fail_msg("reason: %s", err);
+    }
+    assert_int_equal(send_to(f->snd, "alice@example.org", err, sizeof f->err), MAIL_SENT);
+    assert_saved(&f->s, 1, message, sizeof message - 1);
 }
 
 static volatile int stop_flag;
@@ -648,6 +688,8 @@ int main(void)
         cmocka_unit_test_teardown(test_starttls_required_but_not_offered_is_transient, fx_down),
         cmocka_unit_test_teardown(test_550_recipient_is_permanent_and_451_transient, fx_down),
         cmocka_unit_test_teardown(test_refused_sender_is_transient_but_552_permanent, fx_down),
+        cmocka_unit_test_teardown(test_refused_client_is_transient_refused_content_permanent,
+                                  fx_down),
         cmocka_unit_test(test_stop_abandons_a_stalled_send),
         cmocka_unit_test_teardown(test_end_of_data_timeout_does_not_poison_the_next_send, fx_down),
         cmocka_unit_test(test_server_down_is_transient_fast),

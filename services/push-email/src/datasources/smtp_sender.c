@@ -10,8 +10,10 @@
  *
  * Result mapping (enum mail_result is all the interactors see):
  *   CURLE_OK                                    -> MAIL_SENT
- *   server reply 5xx (550 mailbox unavailable,
- *   553 bad address, 554, 552 too big, ...)     -> MAIL_PERMANENT (DLQ: retrying will not help)
+ *   server reply 5xx to RCPT TO (550 mailbox
+ *   unavailable, 553 bad address, ...), to DATA,
+ *   or to the end of DATA (554 content refused,
+ *   552 too big)                                -> MAIL_PERMANENT (DLQ: retrying will not help)
  *   server reply 4xx (421, 450, 451, 452)       -> MAIL_TRANSIENT
  *   530/534/535/538 and CURLE_LOGIN_DENIED
  *   (authentication)                            -> MAIL_TRANSIENT: wrong credentials are our
@@ -23,6 +25,8 @@
  *   552 (the message is too big)                 -> MAIL_TRANSIENT, for the same reason: the
  *       envelope sender is ours and the same for every email. libcurl reports it as
  *       "MAIL failed: <code>" in its error buffer, which tells it from a refused RCPT TO.
+ *   5xx to the greeting, EHLO/HELO or STARTTLS
+ *   (the relay refuses us: "554 access denied") -> MAIL_TRANSIENT, for the same reason.
  *   connect refused, timeouts, resolve errors,
  *   send/recv errors, TLS errors (STARTTLS
  *   required but missing or failing, bad cert)  -> MAIL_TRANSIENT
@@ -219,27 +223,30 @@ static int is_socket_error(CURLcode rc)
     return rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING;
 }
 
-static enum mail_result map_result(CURLcode rc, long code, const char *errbuf)
+/* A 5xx is this email's for good only where it answers this email: its recipient (RCPT
+ * TO), the DATA command (no valid recipient), its end of data (the content refused), or
+ * 552 (too big) to MAIL FROM. A 5xx to the greeting, EHLO/HELO, STARTTLS or otherwise to
+ * MAIL FROM refuses us, the same for every email: transient (pause, alert, retry), never
+ * a `failed` mark that a fixed relay could not undo. */
+static enum mail_result map_result(CURLcode rc, long code, const char *errbuf, int data_handed)
 {
     if (rc == CURLE_OK) {
         return MAIL_SENT;
     }
-    if (rc == CURLE_LOGIN_DENIED || is_auth_reply(code)) {
-        return MAIL_TRANSIENT;
+    if (rc == CURLE_LOGIN_DENIED || is_auth_reply(code) || code < 500 || code > 599) {
+        return MAIL_TRANSIENT; /* 4xx, network, TLS, timeouts, anything unknown */
     }
-    if (code >= 500 && code <= 599 && code != 552 && strncmp(errbuf, "MAIL failed", 11) == 0) {
-        return MAIL_TRANSIENT; /* our envelope sender refused: the same for every email */
-    }
-    if (code >= 500 && code <= 599) {
+    if (strncmp(errbuf, "RCPT failed", 11) == 0 || strncmp(errbuf, "DATA failed", 11) == 0 ||
+        data_handed || (code == 552 && strncmp(errbuf, "MAIL failed", 11) == 0)) {
         return MAIL_PERMANENT;
     }
-    return MAIL_TRANSIENT; /* 4xx, network, TLS, timeouts, anything unknown */
+    return MAIL_TRANSIENT;
 }
 
 /* One SMTP transaction. *reused = it ran on a cached connection. */
 static CURLcode perform(struct smtp_sender *s, const char *from, const char *to, const char *data,
                         size_t len, const struct mail_gate *gate, long *code, int *reused,
-                        int *refused)
+                        int *refused, int *handed)
 {
     struct curl_slist *rcpt = NULL;
     struct upload up = {data, len, gate, 0, 0, 0};
@@ -250,6 +257,7 @@ static CURLcode perform(struct smtp_sender *s, const char *from, const char *to,
     *code = 0;
     *reused = 0;
     *refused = 0;
+    *handed = 0;
     s->errbuf[0] = '\0';
     s->reply[0] = '\0';
     s->stop_seen_us = -1;
@@ -270,6 +278,7 @@ static CURLcode perform(struct smtp_sender *s, const char *from, const char *to,
     curl_easy_getinfo(s->curl, CURLINFO_NUM_CONNECTS, &connects);
     *reused = connects == 0;
     *refused = up.refused;
+    *handed = up.all_handed;
 out:
     /* The handle must not keep pointers into this frame. */
     s->cur = NULL;
@@ -297,18 +306,18 @@ static enum mail_result smtp_send(void *self, const char *from, const char *to, 
     struct smtp_sender *s = self;
     enum mail_result res;
     long code = 0;
-    int reused = 0, refused = 0;
+    int reused = 0, refused = 0, handed = 0;
     CURLcode rc;
 
     if (!address_ok(to, 0) || !address_ok(from, 1)) {
         snprintf(err, errlen, "invalid %s address", address_ok(to, 0) ? "sender" : "recipient");
         return MAIL_PERMANENT;
     }
-    rc = perform(s, from, to, data, len, gate, &code, &reused, &refused);
+    rc = perform(s, from, to, data, len, gate, &code, &reused, &refused, &handed);
     if (rc != CURLE_OK && reused && code == 0 && is_socket_error(rc)) {
         log_write(LOG_INFO, "smtp connection lost; retrying on a new one", "error",
                   curl_easy_strerror(rc), NULL);
-        rc = perform(s, from, to, data, len, gate, &code, &reused, &refused);
+        rc = perform(s, from, to, data, len, gate, &code, &reused, &refused, &handed);
     }
     if (rc != CURLE_OK) {
         drop_connection(s);
@@ -322,7 +331,7 @@ static enum mail_result smtp_send(void *self, const char *from, const char *to, 
         snprintf(err, errlen, "abandoned: stopping, and the server had not answered");
         return MAIL_TRANSIENT;
     }
-    res = map_result(rc, code, s->errbuf);
+    res = map_result(rc, code, s->errbuf, handed);
     if (res != MAIL_SENT) {
         if (s->reply[0] != '\0' && code >= 400) {
             snprintf(err, errlen, "%s", s->reply);
