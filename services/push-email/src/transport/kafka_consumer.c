@@ -85,7 +85,11 @@ struct kafka_consumer {
     size_t waiting_head, waiting_len;
     atomic_llong last_poll_s;
     /* DLQ delivery report of the message in flight */
-    volatile int dlq_done;
+    /* The DLQ message in hand: its sequence number (the message's opaque), and its report.
+     * An earlier message that timed out here may still be delivered later: its report
+     * must not answer for this one. */
+    uintptr_t dlq_seq;
+    int dlq_done;
     rd_kafka_resp_err_t dlq_err;
     struct metric_counter *m_events_done, *m_events_failed, *m_events_malformed,
         *m_events_tombstone, *m_events_retry;
@@ -192,7 +196,8 @@ static void on_dlq_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *o
 {
     struct kafka_consumer *kc = opaque;
     (void)rk;
-    (void)m;
+    if ((uintptr_t)m->_private != kc->dlq_seq)
+        return; /* an earlier message, given up on already */
     kc->dlq_err = m->err;
     kc->dlq_done = 1;
 }
@@ -491,10 +496,11 @@ static int send_to_dlq(struct kafka_consumer *kc, const rd_kafka_message_t *m, c
 
     snprintf(partition, sizeof partition, "%d", m->partition);
     snprintf(offset, sizeof offset, "%lld", (long long)m->offset);
+    kc->dlq_seq++;
     kc->dlq_done = 0;
     kc->dlq_err = RD_KAFKA_RESP_ERR_NO_ERROR;
     /* The array form of produce: the RD_KAFKA_V_* macros are GNU statement expressions. */
-    rd_kafka_vu_t vu[9];
+    rd_kafka_vu_t vu[10];
     memset(vu, 0, sizeof vu);
     vu[0].vtype = RD_KAFKA_VTYPE_TOPIC;
     vu[0].u.cstr = kc->dlq_topic;
@@ -515,6 +521,8 @@ static int send_to_dlq(struct kafka_consumer *kc, const rd_kafka_message_t *m, c
         vu[4 + i].u.header.val = values[i];
         vu[4 + i].u.header.size = -1;
     }
+    vu[9].vtype = RD_KAFKA_VTYPE_OPAQUE;
+    vu[9].u.ptr = (void *)kc->dlq_seq;
     rd_kafka_error_t *error = rd_kafka_produceva(kc->dlq, vu, sizeof vu / sizeof vu[0]);
     if (error != NULL) {
         log_write(LOG_ERROR, "DLQ produce failed", "error", rd_kafka_error_string(error), NULL);
