@@ -253,8 +253,34 @@ int main(int argc, char **argv)
         rc = 2;
         goto out;
     }
-    if (run_migrations(&s) != 0)
+    /* Every kind of email renders in every locale before anything waits for the database:
+     * a configuration that would fail each email (a missing or broken template, a default
+     * locale without templates, an unusable sender) stops the start here. */
+    struct notifier_config nc = {s.from, s.from_name, s.default_locale};
+    const char *locales[64];
+    size_t n_locales = file_templates_locales(templates, locales, 64);
+    struct notifier *probe =
+        notifier_new((struct mail_sender){0}, (struct delivery_log){0},
+                     file_templates_port(templates), system_notify_env_port(env), &nc);
+    if (probe == NULL) {
+        log_write(LOG_ERROR, "cannot start: out of memory", NULL);
         goto out;
+    }
+    int checked =
+        notifier_selfcheck(probe, locales, n_locales < 64 ? n_locales : 64, err, sizeof err);
+    notifier_free(probe);
+    if (checked != 0) {
+        fprintf(stderr, "push-email: templates or sender: %s\n", err);
+        rc = 2;
+        goto out;
+    }
+    if (run_migrations(&s) != 0) {
+        if (signals_stop_requested()) {
+            log_write(LOG_INFO, "stopped before the database was there", NULL);
+            rc = 0;
+        }
+        goto out;
+    }
     struct db_config dbc = db_config_of(&s);
     dlog = mariadb_delivery_log_new(&dbc);
     metrics = metrics_new();
@@ -262,7 +288,6 @@ int main(int argc, char **argv)
         log_write(LOG_ERROR, "cannot start: out of memory", NULL);
         goto out;
     }
-    struct notifier_config nc = {s.from, s.from_name, s.default_locale};
     notifier = notifier_new(smtp_sender_port(smtp), mariadb_delivery_log_port(dlog),
                             file_templates_port(templates), system_notify_env_port(env), &nc);
     if (notifier == NULL)

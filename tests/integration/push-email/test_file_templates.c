@@ -225,6 +225,34 @@ static void test_message_id_is_stable_per_key_and_uses_the_domain(void **state)
     system_notify_env_free(e);
     assert_null(system_notify_env_new("bad domain\r\nBcc: x"));
     assert_null(system_notify_env_new(""));
+    /* Only host names whose Message-ID fits: the service refuses the rest at start. */
+    static const char *const bad[] = {"example..org",   ".example.org",   "example.org.",
+                                      "-x.example.org", "x-.example.org", "ex_ample.org",
+                                      "a@b@",           "noreply@"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (system_notify_env_new(bad[i]) != NULL)
+            fail_msg("accepted %s", bad[i]);
+    }
+    char label64[80], long_name[130];
+    memset(label64, 'a', 64);
+    strcpy(label64 + 64, ".org");
+    assert_null(system_notify_env_new(label64));
+    memset(long_name, 'a', sizeof long_name);
+    for (size_t i = 50; i < sizeof long_name - 1; i += 50)
+        long_name[i] = '.';
+    long_name[121] = '\0'; /* 121 characters */
+    assert_null(system_notify_env_new(long_name));
+    long_name[120] = '\0'; /* 120: the longest accepted, and its Message-ID is valid */
+    e = system_notify_env_new(long_name);
+    assert_non_null(e);
+    char id[160];
+    port = system_notify_env_port(e);
+    port.ops->message_id(port.self, "key-1", id, sizeof id);
+    assert_int_equal(strlen(id), 1 + 32 + 1 + 120 + 1);
+    system_notify_env_free(e);
+    e = system_notify_env_new("x-1.a.example.org");
+    assert_non_null(e);
+    system_notify_env_free(e);
 }
 
 int main(void)

@@ -328,6 +328,19 @@ size_t file_templates_count(const struct file_templates *t)
     return t->n;
 }
 
+size_t file_templates_locales(const struct file_templates *t, const char **out, size_t max)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        if (i > 0 && strcmp(t->e[i].locale, t->e[i - 1].locale) == 0)
+            continue;
+        if (k < max)
+            out[k] = t->e[i].locale;
+        k++;
+    }
+    return k;
+}
+
 static const char *templates_get(void *self, const char *locale, const char *name)
 {
     const struct file_templates *t = self;

@@ -24,6 +24,10 @@ void file_templates_free(struct file_templates *t);
 /* Number of templates loaded (all locales). */
 size_t file_templates_count(const struct file_templates *t);
 
+/* The locales loaded, sorted, into out (at most max; the strings live as long as t).
+ * Returns how many there are. */
+size_t file_templates_locales(const struct file_templates *t, const char **out, size_t max);
+
 /* The port, valid while t lives. get never touches the disk and takes no lock. */
 struct template_store file_templates_port(struct file_templates *t);
 

@@ -39,18 +39,28 @@ static const struct notify_env_ops system_notify_env_ops = {
     .message_id = env_message_id,
 };
 
-/* Letters, digits, '-' and '.', not starting or ending with '.' or '-': a host name. */
+/* A host name: dot-separated labels of 1 to 63 letters, digits and '-', no label starting
+ * or ending with '-', at most DOMAIN_MAX characters in all (so "<32 hex@domain>" stays
+ * within the notifier's Message-ID buffer and RFC 5322's line length). */
+#define DOMAIN_MAX 120
 static int domain_ok(const char *d)
 {
-    size_t n = strlen(d);
+    size_t n = strlen(d), label = 0;
 
-    if (n == 0 || n > 253 || d[0] == '.' || d[0] == '-' || d[n - 1] == '.' || d[n - 1] == '-') {
+    if (n == 0 || n > DOMAIN_MAX) {
         return 0;
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i <= n; i++) {
         char c = d[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '.')) {
+        if (c == '.' || c == '\0') {
+            if (label == 0 || label > 63 || d[i - 1] == '-') {
+                return 0;
+            }
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   (c == '-' && label > 0)) {
+            label++;
+        } else {
             return 0;
         }
     }

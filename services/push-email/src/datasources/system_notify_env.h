@@ -8,7 +8,7 @@ struct system_notify_env;
 
 /* domain: the right-hand side of every Message-ID (e.g. the From address's domain); an
  * address "x@example.org" is accepted and its domain taken. Copied. NULL when the domain
- * is empty or not a plain host name, or when out of memory. Free with
+ * is empty or not a host name of at most 120 characters, or when out of memory. Free with
  * system_notify_env_free. */
 struct system_notify_env *system_notify_env_new(const char *domain);
 void system_notify_env_free(struct system_notify_env *e);

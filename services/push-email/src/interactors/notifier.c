@@ -287,6 +287,61 @@ out:
     return rc_out;
 }
 
+/* One sample notification of kind in locale, with every field changed. */
+static void sample_note(struct notification *note, enum notification_kind kind, const char *locale)
+{
+    memset(note, 0, sizeof *note);
+    note->kind = kind;
+    snprintf(note->recipient, sizeof note->recipient, "person@example.org");
+    snprintf(note->locale, sizeof note->locale, "%s", locale);
+    snprintf(note->user.username, sizeof note->user.username, "sample");
+    snprintf(note->user.full_name, sizeof note->user.full_name, "Sample Person");
+    snprintf(note->user.email, sizeof note->user.email, "person@example.org");
+    note->n_changes = UF_COUNT;
+    for (size_t f = 0; f < UF_COUNT; f++) {
+        note->changes[f].field = (enum user_field_id)f;
+        snprintf(note->changes[f].old_value, sizeof note->changes[f].old_value, "old");
+        snprintf(note->changes[f].new_value, sizeof note->changes[f].new_value, "new");
+    }
+    snprintf(note->dedupe_key, sizeof note->dedupe_key, "selfcheck:%s:%s",
+             notification_kind_name(kind), locale);
+}
+
+int notifier_selfcheck(struct notifier *n, const char *const *locales, size_t count, char *err,
+                       size_t errlen)
+{
+    static struct user_change c; /* about 8 KiB: not on the stack; start-up only */
+    struct notification *note = &n->notes[0];
+    char name[64], reason[256];
+
+    memset(&c, 0, sizeof c);
+    c.has_before = c.has_after = true;
+    snprintf(c.before.email, sizeof c.before.email, "old@example.org");
+    snprintf(c.after.email, sizeof c.after.email, "new@example.org");
+    for (size_t i = 0; i <= count; i++) {
+        const char *locale = i < count ? locales[i] : n->cfg.default_locale;
+        for (int k = 0; k < NOTIFY_KINDS; k++) {
+            const char *kind = notification_kind_name((enum notification_kind)k);
+            snprintf(name, sizeof name, "%s.subject", kind);
+            if (n->templates.ops->get(n->templates.self, locale, name) == NULL) {
+                if (i < count)
+                    continue; /* this locale leaves this kind to its fallbacks */
+                snprintf(err, errlen, "default locale %s has no %s template", locale, name);
+                return -1;
+            }
+            char *data = NULL;
+            size_t len = 0;
+            sample_note(note, (enum notification_kind)k, locale);
+            if (compose(n, note, &c, &data, &len, reason, sizeof reason) != 0) {
+                snprintf(err, errlen, "%s email in locale %s: %s", kind, locale, reason);
+                return -1;
+            }
+            free(data);
+        }
+    }
+    return 0;
+}
+
 enum notify_outcome notifier_handle(struct notifier *n, const struct user_change *c,
                                     struct notify_report *report)
 {

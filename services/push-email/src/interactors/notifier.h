@@ -41,6 +41,13 @@ void notifier_free(struct notifier *n);
 enum notify_outcome notifier_handle(struct notifier *n, const struct user_change *c,
                                     struct notify_report *report);
 
+/* At start: renders every kind of email in every given locale that has templates for it,
+ * and in the default locale (which must have all of them), with sample values, down to
+ * the RFC 5322 message: missing parts, template syntax, the sender and the Message-ID. A
+ * configuration that would fail every email later fails here: -1 with err naming it. */
+int notifier_selfcheck(struct notifier *n, const char *const *locales, size_t count, char *err,
+                       size_t errlen);
+
 /* Before handling a batch of changes: asks the delivery log for the states of all the
  * emails they deserve in one go (at most NOTIFIER_PREFETCH_MAX changes are looked at). */
 #define NOTIFIER_PREFETCH_MAX 64

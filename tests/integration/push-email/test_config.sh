@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# push-email refuses, at start and before it waits for anything, a configuration that would
+# fail every email later: exit 2 and one stderr line naming the problem. A good
+# configuration gets past that check (it then waits for the database, which is not there
+# here), and SIGTERM while it waits is a clean exit 0. No server is needed.
+#
+# Usage: test_config.sh PUSH_EMAIL_BINARY TEMPLATES_DIR
+set -u
+BIN=$1
+TEMPLATES=$2
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+passed=0
+failed=0
+
+ok() { echo "[       OK ] $*"; passed=$((passed + 1)); }
+bad() { echo "[  FAILED  ] $*"; failed=$((failed + 1)); }
+
+# Nothing listens on 127.0.0.1:9 (discard): the database is "down".
+base=(PUSH_EMAIL_DB_HOST=127.0.0.1 PUSH_EMAIL_DB_PORT=9 PUSH_EMAIL_DB_WAIT_S=1
+      PUSH_EMAIL_DB_CONNECT_TIMEOUT_S=1 PUSH_EMAIL_LOG_LEVEL=error
+      PUSH_EMAIL_HEALTH_PORT=0 PUSH_EMAIL_TEMPLATES_DIR="$TEMPLATES")
+
+# expect_2 NAME MUST-CONTAIN VAR=VALUE...
+expect_2() {
+    local name=$1 must=$2
+    shift 2
+    local out rc
+    out=$(env "${base[@]}" "$@" timeout 20 "$BIN" 2>&1 >/dev/null)
+    rc=$?
+    if [[ $rc -eq 2 && $(printf '%s\n' "$out" | wc -l) -eq 1 && "$out" == *"$must"* ]]; then
+        ok "$name: exit 2: $out"
+    else
+        bad "$name: want exit 2 and one line with '$must'; got $rc: $out"
+    fi
+}
+
+# A copy of the real templates with one change.
+copy() {
+    rm -rf "$WORK/t" && cp -r "$TEMPLATES" "$WORK/t"
+}
+
+expect_2 "Message-ID domain with an empty label" "PUSH_EMAIL_MESSAGE_ID_DOMAIN" \
+    PUSH_EMAIL_MESSAGE_ID_DOMAIN=example..org
+expect_2 "default locale without templates" "default locale fr has no welcome.subject" \
+    PUSH_EMAIL_DEFAULT_LOCALE=fr
+copy && rm "$WORK/t/en/welcome.html"
+expect_2 "a kind without its HTML part" "template en/welcome.html is missing" \
+    PUSH_EMAIL_TEMPLATES_DIR="$WORK/t"
+copy && printf 'Hola {{#changes}}{{label}}\n' > "$WORK/t/es/profile_changed.txt"
+expect_2 "a template with an unclosed section" "profile_changed email in locale es" \
+    PUSH_EMAIL_TEMPLATES_DIR="$WORK/t"
+
+# A good configuration passes the check and fails later, on the absent database: exit 1.
+out=$(env "${base[@]}" timeout 30 "$BIN" 2>&1 >/dev/null)
+rc=$?
+if [[ $rc -eq 1 ]]; then
+    ok "the shipped templates pass the check (then no database: exit 1)"
+else
+    bad "shipped templates: want exit 1 (no database), got $rc: $out"
+fi
+
+# SIGTERM while it waits for the database: exit 0.
+env "${base[@]}" PUSH_EMAIL_DB_WAIT_S=60 "$BIN" >"$WORK/wait.log" 2>&1 &
+pid=$!
+sleep 2
+kill -TERM "$pid"
+t0=$SECONDS
+wait "$pid"
+rc=$?
+if [[ $rc -eq 0 && $((SECONDS - t0)) -le 10 ]]; then
+    ok "SIGTERM while waiting for the database: exit 0 in $((SECONDS - t0)) s"
+else
+    bad "SIGTERM while waiting for the database: want exit 0, got $rc after $((SECONDS - t0)) s: $(tail -3 "$WORK/wait.log")"
+fi
+
+echo "push_email_config: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
