@@ -120,7 +120,9 @@ struct mark {
 #define WRITER_BATCH_MAX      256 /* marks per transaction */
 #define WRITER_BACKOFF_MS     100
 #define WRITER_BACKOFF_MAX_MS 2000
-#define FREE_FLUSH_MS         10000 /* how long free() lets the writer finish */
+/* How long free() lets the writer finish. Short: at exit the consumer has already waited
+ * up to 10 s for the same marks (kafka_consumer_free), and a pod's grace period is 30 s. */
+#define FREE_FLUSH_MS 3000
 
 struct mariadb_delivery_log {
     struct db_config cfg; /* strings point into the copies below */

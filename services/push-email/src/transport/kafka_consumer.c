@@ -89,6 +89,7 @@ struct kafka_consumer {
      * An earlier message that timed out here may still be delivered later: its report
      * must not answer for this one. */
     uintptr_t dlq_seq;
+    bool closing; /* free() has flushed the gate: the close's revoke need not wait again */
     int dlq_done;
     rd_kafka_resp_err_t dlq_err;
     struct metric_counter *m_events_done, *m_events_failed, *m_events_malformed,
@@ -165,7 +166,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         log_write(LOG_INFO, "partitions revoked", "count", n, NULL);
         /* Store what is durable (waiting for the delivery log first) and commit it before
          * another member takes these partitions over. */
-        if (flush_waiting(kc, GATE_FLUSH_MS) != 0)
+        /* At close the gate was flushed just before: waiting again only slows the exit. */
+        if (flush_waiting(kc, kc->closing ? 0 : GATE_FLUSH_MS) != 0)
             log_write(LOG_WARN, "revoke: some offsets still wait for the delivery log", NULL);
         drop_waiting(kc, partitions);
         /* The commit can be refused, e.g. REBALANCE_IN_PROGRESS when another member's
@@ -753,7 +755,9 @@ void kafka_consumer_free(struct kafka_consumer *kc)
 {
     if (kc == NULL)
         return;
-    if (flush_waiting(kc, GATE_FLUSH_MS) != 0) {
+    int flushed = flush_waiting(kc, GATE_FLUSH_MS);
+    kc->closing = true;
+    if (flushed != 0) {
         char n[24];
         snprintf(n, sizeof n, "%zu", kc->waiting_len);
         log_write(LOG_WARN, "close: offsets not stored, their events will be read again", "events",
