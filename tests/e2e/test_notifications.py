@@ -130,6 +130,25 @@ got = run_case("delete", lambda: t.eq(api.delete(uid)[0], 204, "DELETE: status")
                [(addr2, f"Your {APP} account was deleted")])
 has(t, got.get(addr2, {}).get("text"), "Ada King", "deleted text")
 
+# ---------------------------------------------------------------- takeover pattern
+# Email, password and language changed in one request: the old address (the one the owner
+# still reads) hears of the email AND the password change, in the owner's language as it
+# was; the new address gets both in the new language.
+nt = unique("grace")
+at1, at2 = f"{nt}@example.org", f"{nt}-x@example.org"
+ut = {}
+run_case("create (takeover)", lambda: ut.update(new_user(nt, "en", "Grace Hopper", PW1)),
+         [(at1, f"Welcome to {APP}, Grace Hopper")])
+PW3 = "a third long passphrase here"
+secrets.append(PW3)
+got = run_case("email + password + locale at once",
+               lambda: patch(ut.get("id", "missing"), "email+password+locale", email=at2,
+                             password=PW3, locale="es"),
+               [(at1, f"Security notice: the email address of your {APP} account was changed"),
+                (at1, f"Your {APP} password was changed"),
+                (at2, f"Esta es ahora la dirección de correo de tu cuenta de {APP}"),
+                (at2, f"Se cambió la contraseña de tu cuenta de {APP}")])
+
 # ---------------------------------------------------------------- locales
 npt, nes = unique("joao"), unique("inigo")
 upt, ues = {}, {}

@@ -237,8 +237,12 @@ static void email_change_notifies_old_and_new_address(void **state)
         assert_string_equal(e->new_value, "ana.new@example.org");
         assert_non_null(f);
         assert_string_equal(f->new_value, "Ana Souza");
-        assert_string_equal(out[i].user.email, "ana.new@example.org"); /* the after image */
     }
+    /* The old address's notice addresses the owner as they were; the new one as they are. */
+    assert_string_equal(out[0].user.email, "ana@example.com");
+    assert_string_equal(out[0].user.full_name, "Ana Lima");
+    assert_string_equal(out[1].user.email, "ana.new@example.org");
+    assert_string_equal(out[1].user.full_name, "Ana Souza");
 }
 
 static void password_change_alone_sends_one(void **state)
@@ -277,7 +281,41 @@ static void password_and_full_name_send_two(void **state)
     assert_int_equal(out[1].kind, NOTIFY_PASSWORD_CHANGED);
 }
 
-static void email_and_password_send_three(void **state)
+/* Email and password at once (an account takeover looks like this): the old address gets
+ * the email notice AND the password notice, in the owner's language as it was. */
+static void email_and_password_send_four(void **state)
+{
+    struct user_change c;
+    struct notification out[NOTIFY_MAX_PER_CHANGE];
+    (void)state;
+
+    update(&c);
+    copy(c.before.locale, sizeof c.before.locale, "pt-BR");
+    c.after.password_changed_at_us += 5000000;
+    copy(c.after.email, sizeof c.after.email, "ana.new@example.org");
+    copy(c.after.locale, sizeof c.after.locale, "en");
+    assert_int_equal(notify_rules(&c, out), 4);
+    assert_int_equal(out[0].kind, NOTIFY_EMAIL_CHANGED_OLD);
+    assert_string_equal(out[0].recipient, "ana@example.com");
+    assert_string_equal(out[0].locale, "pt-BR");
+    assert_int_equal(out[1].kind, NOTIFY_EMAIL_CHANGED_NEW);
+    assert_string_equal(out[1].recipient, "ana.new@example.org");
+    assert_string_equal(out[1].locale, "en");
+    assert_int_equal(out[2].kind, NOTIFY_PASSWORD_CHANGED);
+    assert_string_equal(out[2].recipient, "ana.new@example.org");
+    assert_int_equal(out[3].kind, NOTIFY_PASSWORD_CHANGED);
+    assert_string_equal(out[3].recipient, "ana@example.com");
+    assert_string_equal(out[3].locale, "pt-BR");
+    assert_string_not_equal(out[2].dedupe_key, out[3].dedupe_key);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(out[i].n_changes, 2); /* the email and the locale */
+        assert_non_null(find_change(&out[i], UF_EMAIL));
+        assert_non_null(find_change(&out[i], UF_LOCALE));
+    }
+}
+
+/* The password alone: one notice, to the (unchanged) address. */
+static void password_alone_sends_one_notice(void **state)
 {
     struct user_change c;
     struct notification out[NOTIFY_MAX_PER_CHANGE];
@@ -285,18 +323,9 @@ static void email_and_password_send_three(void **state)
 
     update(&c);
     c.after.password_changed_at_us += 5000000;
-    copy(c.after.email, sizeof c.after.email, "ana.new@example.org");
-    assert_int_equal(notify_rules(&c, out), 3);
-    assert_int_equal(out[0].kind, NOTIFY_EMAIL_CHANGED_OLD);
+    assert_int_equal(notify_rules(&c, out), 1);
+    assert_int_equal(out[0].kind, NOTIFY_PASSWORD_CHANGED);
     assert_string_equal(out[0].recipient, "ana@example.com");
-    assert_int_equal(out[1].kind, NOTIFY_EMAIL_CHANGED_NEW);
-    assert_string_equal(out[1].recipient, "ana.new@example.org");
-    assert_int_equal(out[2].kind, NOTIFY_PASSWORD_CHANGED);
-    assert_string_equal(out[2].recipient, "ana.new@example.org");
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(out[i].n_changes, 1);
-        assert_int_equal(out[i].changes[0].field, UF_EMAIL);
-    }
 }
 
 static void email_case_only_change_is_a_profile_change(void **state)
@@ -309,7 +338,7 @@ static void email_case_only_change_is_a_profile_change(void **state)
     copy(c.after.email, sizeof c.after.email, "Ana@Example.com");
     assert_int_equal(notify_rules(&c, out), 1);
     assert_int_equal(out[0].kind, NOTIFY_PROFILE_CHANGED);
-    assert_string_equal(out[0].recipient, "ana@example.com");
+    assert_string_equal(out[0].recipient, "Ana@Example.com");
     assert_int_equal(out[0].changes[0].field, UF_EMAIL);
 }
 
@@ -330,17 +359,22 @@ static void locale_defaults_to_en(void **state)
     assert_string_equal(out[0].locale, "es");
 }
 
-static void uppercase_recipient_is_normalised(void **state)
+/* The address is used as stored (a local part may be case-sensitive); the dedupe key has
+ * it lower-cased, so a re-emission in another case is still the same email. */
+static void uppercase_recipient_is_kept_and_its_key_normalised(void **state)
 {
     struct user_change c;
-    struct notification out[NOTIFY_MAX_PER_CHANGE];
+    struct notification out[NOTIFY_MAX_PER_CHANGE], again[NOTIFY_MAX_PER_CHANGE];
     (void)state;
 
     change(&c, CHANGE_CREATE);
     copy(c.after.email, sizeof c.after.email, "Ana.LIMA@Example.COM");
     assert_int_equal(notify_rules(&c, out), 1);
-    assert_string_equal(out[0].recipient, "ana.lima@example.com");
+    assert_string_equal(out[0].recipient, "Ana.LIMA@Example.COM");
     assert_non_null(strstr(out[0].dedupe_key, ":welcome:ana.lima@example.com"));
+    copy(c.after.email, sizeof c.after.email, "ana.lima@example.com");
+    assert_int_equal(notify_rules(&c, again), 1);
+    assert_string_equal(out[0].dedupe_key, again[0].dedupe_key);
 }
 
 static void dedupe_keys_distinct_and_stable(void **state)
@@ -353,8 +387,8 @@ static void dedupe_keys_distinct_and_stable(void **state)
     update(&c);
     c.after.password_changed_at_us += 5000000;
     copy(c.after.email, sizeof c.after.email, "ana.new@example.org");
-    assert_int_equal(notify_rules(&c, a), 3);
-    assert_int_equal(notify_rules(&c, b), 3);
+    assert_int_equal(notify_rules(&c, a), 4);
+    assert_int_equal(notify_rules(&c, b), 4);
 
     user_change_position_key(&c, pos, sizeof pos);
     snprintf(want, sizeof want, "%s:email_changed_old:ana@example.com", pos);
@@ -363,15 +397,17 @@ static void dedupe_keys_distinct_and_stable(void **state)
     assert_string_equal(a[1].dedupe_key, want);
     snprintf(want, sizeof want, "%s:password_changed:ana.new@example.org", pos);
     assert_string_equal(a[2].dedupe_key, want);
-    for (int i = 0; i < 3; i++) {
+    snprintf(want, sizeof want, "%s:password_changed:ana@example.com", pos);
+    assert_string_equal(a[3].dedupe_key, want);
+    for (int i = 0; i < 4; i++) {
         assert_string_equal(a[i].dedupe_key, b[i].dedupe_key); /* re-emission: same keys */
-        for (int j = i + 1; j < 3; j++)
+        for (int j = i + 1; j < 4; j++)
             assert_string_not_equal(a[i].dedupe_key, a[j].dedupe_key);
     }
 
     /* Another binlog position: other keys. */
     c.source.pos++;
-    assert_int_equal(notify_rules(&c, b), 3);
+    assert_int_equal(notify_rules(&c, b), 4);
     assert_string_not_equal(a[0].dedupe_key, b[0].dedupe_key);
 }
 
@@ -412,10 +448,11 @@ int main(void)
         cmocka_unit_test(email_change_notifies_old_and_new_address),
         cmocka_unit_test(password_change_alone_sends_one),
         cmocka_unit_test(password_and_full_name_send_two),
-        cmocka_unit_test(email_and_password_send_three),
+        cmocka_unit_test(email_and_password_send_four),
+        cmocka_unit_test(password_alone_sends_one_notice),
         cmocka_unit_test(email_case_only_change_is_a_profile_change),
         cmocka_unit_test(locale_defaults_to_en),
-        cmocka_unit_test(uppercase_recipient_is_normalised),
+        cmocka_unit_test(uppercase_recipient_is_kept_and_its_key_normalised),
         cmocka_unit_test(dedupe_keys_distinct_and_stable),
         cmocka_unit_test(absurd_position_still_gives_distinct_keys),
     };

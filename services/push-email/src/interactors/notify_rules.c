@@ -115,18 +115,21 @@ static uint64_t fnv1a64(const char *s)
     return h;
 }
 
-/* Fills n->recipient (lower-cased), locale, user and dedupe key. */
+/* Fills n->recipient (as stored: a mailbox's local part may be case-sensitive), locale,
+ * user and dedupe key (which has the address lower-cased: one key per person whatever the
+ * case of a re-emission). */
 static void notification_init(struct notification *n, enum notification_kind kind,
                               const char *recipient, const struct user_image *user,
                               const struct user_change *c)
 {
-    char pos[400];
+    char pos[400], lower[UC_EMAIL_MAX + 1];
     int len;
 
     memset(n, 0, sizeof *n);
     n->kind = kind;
     copy_str(n->recipient, sizeof n->recipient, recipient);
-    for (char *p = n->recipient; *p != '\0'; p++) {
+    copy_str(lower, sizeof lower, recipient);
+    for (char *p = lower; *p != '\0'; p++) {
         if (*p >= 'A' && *p <= 'Z')
             *p = (char)(*p - 'A' + 'a');
     }
@@ -135,12 +138,12 @@ static void notification_init(struct notification *n, enum notification_kind kin
 
     user_change_position_key(c, pos, sizeof pos);
     len = snprintf(n->dedupe_key, sizeof n->dedupe_key, "%s:%s:%s", pos,
-                   notification_kind_name(kind), n->recipient);
+                   notification_kind_name(kind), lower);
     if (len < 0 || (size_t)len >= sizeof n->dedupe_key) {
         /* Only absurdly long binlog file names or GTID sets get here: a hash keeps the key
          * deterministic and distinct per kind and recipient instead of truncating it. */
         snprintf(n->dedupe_key, sizeof n->dedupe_key, "h%016" PRIx64 ":%s:%s", fnv1a64(pos),
-                 notification_kind_name(kind), n->recipient);
+                 notification_kind_name(kind), lower);
     }
 }
 
@@ -169,8 +172,10 @@ size_t notify_rules(const struct user_change *c, struct notification out[NOTIFY_
 
         if (email) {
             size_t first = n;
+            /* The notice to the old address is for the owner as they were: their name and
+             * language before the change (an intruder may change the locale too). */
             if (c->before.email[0] != '\0')
-                notification_init(&out[n++], NOTIFY_EMAIL_CHANGED_OLD, c->before.email, &c->after,
+                notification_init(&out[n++], NOTIFY_EMAIL_CHANGED_OLD, c->before.email, &c->before,
                                   c);
             if (c->after.email[0] != '\0')
                 notification_init(&out[n++], NOTIFY_EMAIL_CHANGED_NEW, c->after.email, &c->after,
@@ -187,6 +192,10 @@ size_t notify_rules(const struct user_change *c, struct notification out[NOTIFY_
         }
         if (password && c->after.email[0] != '\0')
             notification_init(&out[n++], NOTIFY_PASSWORD_CHANGED, c->after.email, &c->after, c);
+        /* Email and password changed at once is how an account is taken over: the old
+         * address, the one the owner still reads, hears of the password too. */
+        if (password && email && c->before.email[0] != '\0')
+            notification_init(&out[n++], NOTIFY_PASSWORD_CHANGED, c->before.email, &c->before, c);
         break;
     }
     case CHANGE_READ:
