@@ -169,6 +169,14 @@ got = run_case("update pt-BR + es", lambda: (
      (f"{nes}@example.org", f"Se actualizó tu perfil de {APP}")])
 has(t, got.get(f"{npt}@example.org", {}).get("text"), "João Alguém", "pt-BR profile text")
 has(t, got.get(f"{nes}@example.org", {}).get("text"), "Íñigo López", "es profile text")
+# Status values are told in the person's language (fields: status.CONFIRMED=...).
+got = run_case("status pt-BR", lambda: patch(upt.get("id", "missing"), "pt-BR status",
+                                             status="CONFIRMED"),
+               [(f"{npt}@example.org", f"Seu perfil no {APP} foi atualizado")])
+e = got.get(f"{npt}@example.org", {})
+has(t, e.get("text"), "Ainda não confirmada", "pt-BR status text (old value in Portuguese)")
+has(t, e.get("text"), "Confirmada", "pt-BR status text (new value in Portuguese)")
+t.check("UNCONFIRMED" not in (e.get("text") or ""), "pt-BR status text: no raw UNCONFIRMED")
 
 # ---------------------------------------------------------------- HTML escaping
 nx = unique("html")

@@ -153,7 +153,8 @@ struct render_ctx {
     const struct notification *note;
     const char *labels; /* the locale's "fields" file: name=Label lines */
     char label_buf[UF_COUNT][96];
-    char not_set[96]; /* how the locale says "no value" */
+    char not_set[96];       /* how the locale says "no value" */
+    char value_buf[2][160]; /* a status or locale value in the locale's words (old, new) */
     const char *old_email;
     const char *new_email;
 };
@@ -197,6 +198,20 @@ static const char *var_get(void *ctx, const char *name)
     return NULL;
 }
 
+/* A status or locale value as the locale's "fields" file words it ("status.CONFIRMED=...",
+ * "locale.pt-BR=..."); the value itself when it has no entry, and for other fields. */
+static const char *value_label(struct render_ctx *rc, const struct field_change *fc,
+                               const char *value, char buf[160])
+{
+    char key[80];
+
+    if ((fc->field != UF_STATUS && fc->field != UF_LOCALE) ||
+        (size_t)snprintf(key, sizeof key, "%s.%s", user_field_name(fc->field), value) >= sizeof key)
+        return value;
+    label(rc->labels, key, buf, 160);
+    return strcmp(buf, key) == 0 ? value : buf;
+}
+
 static size_t var_count(void *ctx, const char *section)
 {
     struct render_ctx *rc = ctx;
@@ -217,9 +232,11 @@ static const char *var_item(void *ctx, const char *section, size_t i, const char
     if (strcmp(name, "field") == 0)
         return user_field_name(fc->field);
     if (strcmp(name, "old") == 0)
-        return fc->old_value[0] ? fc->old_value : rc->not_set;
+        return fc->old_value[0] ? value_label(rc, fc, fc->old_value, rc->value_buf[0])
+                                : rc->not_set;
     if (strcmp(name, "new") == 0)
-        return fc->new_value[0] ? fc->new_value : rc->not_set;
+        return fc->new_value[0] ? value_label(rc, fc, fc->new_value, rc->value_buf[1])
+                                : rc->not_set;
     return NULL;
 }
 
