@@ -314,20 +314,6 @@ static void email_and_password_send_four(void **state)
     }
 }
 
-/* The password alone: one notice, to the (unchanged) address. */
-static void password_alone_sends_one_notice(void **state)
-{
-    struct user_change c;
-    struct notification out[NOTIFY_MAX_PER_CHANGE];
-    (void)state;
-
-    update(&c);
-    c.after.password_changed_at_us += 5000000;
-    assert_int_equal(notify_rules(&c, out), 1);
-    assert_int_equal(out[0].kind, NOTIFY_PASSWORD_CHANGED);
-    assert_string_equal(out[0].recipient, "ana@example.com");
-}
-
 static void email_case_only_change_is_a_profile_change(void **state)
 {
     struct user_change c;
@@ -449,7 +435,6 @@ int main(void)
         cmocka_unit_test(password_change_alone_sends_one),
         cmocka_unit_test(password_and_full_name_send_two),
         cmocka_unit_test(email_and_password_send_four),
-        cmocka_unit_test(password_alone_sends_one_notice),
         cmocka_unit_test(email_case_only_change_is_a_profile_change),
         cmocka_unit_test(locale_defaults_to_en),
         cmocka_unit_test(uppercase_recipient_is_kept_and_its_key_normalised),
