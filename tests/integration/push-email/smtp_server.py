@@ -8,7 +8,8 @@ writes DIR/ready once it listens. Options make it offer
 STARTTLS (and require it), require AUTH for one fixed user, answer 550 or 451 to given
 recipients, refuse given envelope senders (550 5.7.1, or 552 "too big"), refuse the message
 itself at the end of DATA for given recipients (554 5.7.1), never answer the end of DATA for a
-given recipient (a stalled server), and refuse the client at the greeting (554) or at
+given recipient (a stalled server), accept a message for a given recipient but drop the
+connection instead of answering the end of DATA, and refuse the client at the greeting (554) or at
 EHLO/HELO (550). Stops on SIGTERM.
 """
 import argparse
@@ -36,6 +37,7 @@ def main():
     ap.add_argument("--reject552-sender", action="append", default=[])
     ap.add_argument("--stall-data-for", action="append", default=[])
     ap.add_argument("--reject-data-for", action="append", default=[])
+    ap.add_argument("--drop-after-data-for", action="append", default=[])
     ap.add_argument("--refuse-greeting", action="store_true")
     ap.add_argument("--refuse-helo", action="store_true")
     args = ap.parse_args()
@@ -79,6 +81,8 @@ def main():
                     session.peer[1], envelope.mail_from, ",".join(envelope.rcpt_tos), login,
                     1 if session.ssl else 0))
             os.rename(base + ".eml.tmp", base + ".eml")
+            if any(r in args.drop_after_data_for for r in envelope.rcpt_tos):
+                server.transport.abort()  # accepted, but the reply never goes out
             return "250 2.0.0 Message accepted for delivery"
 
     class RefusingHelo(Handler):

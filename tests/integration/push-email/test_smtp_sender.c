@@ -98,6 +98,8 @@ static int server_start_on(struct server *s, unsigned short port, int flags)
     argv[n++] = "stall@example.org";
     argv[n++] = "--reject-data-for";
     argv[n++] = "spam@example.org";
+    argv[n++] = "--drop-after-data-for";
+    argv[n++] = "drop@example.org";
     if (flags & SRV_REFUSE_GREETING) {
         argv[n++] = "--refuse-greeting";
     }
@@ -668,6 +670,34 @@ static void test_gate_holds_the_end_of_data(void **state)
     assert_int_equal(access(path, F_OK), -1);
 }
 
+/* The server accepts a message and the connection drops before its reply to the end of DATA
+ * comes: on a reused connection, this must not be taken for a connection that was already
+ * dead (which is retried at once on a new one), or the person gets the message twice. The
+ * outcome is unknown to us: transient (the caller may send it again later, with the same
+ * Message-ID), and the server has it once. */
+static void test_drop_after_end_of_data_is_not_resent_at_once(void **state)
+{
+    struct fx *f = fx_up(state, 0, SMTP_STARTTLS_NONE, NULL, NULL);
+
+    assert_int_equal(send_to(f->snd, "alice@example.org", f->err, sizeof f->err), MAIL_SENT);
+    assert_int_equal(send_to(f->snd, "drop@example.org", f->err, sizeof f->err), MAIL_TRANSIENT);
+    char *meta = saved(&f->s, 2, "meta", NULL);
+    assert_non_null(meta);
+    assert_non_null(strstr(meta, "to=drop@example.org\n"));
+    free(meta);
+    usleep(300 * 1000);
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/msg-3.eml", f->s.dir);
+    assert_int_equal(access(path, F_OK), -1);
+    if (send_to(f->snd, "bob@example.org", f->err, sizeof f->err) != MAIL_SENT) {
+        fail_msg("send after the dropped one: %s", f->err);
+    }
+    meta = saved(&f->s, 3, "meta", NULL);
+    assert_non_null(meta);
+    assert_non_null(strstr(meta, "to=bob@example.org\n"));
+    free(meta);
+}
+
 static void test_address_with_crlf_is_refused_permanently(void **state)
 {
     struct fx *f = fx_up(state, 0, SMTP_STARTTLS_NONE, NULL, NULL);
@@ -697,6 +727,7 @@ int main(void)
         cmocka_unit_test_teardown(test_twenty_sends_use_one_connection, fx_down),
         cmocka_unit_test_teardown(test_server_restart_between_sends_reconnects, fx_down),
         cmocka_unit_test_teardown(test_gate_holds_the_end_of_data, fx_down),
+        cmocka_unit_test_teardown(test_drop_after_end_of_data_is_not_resent_at_once, fx_down),
         cmocka_unit_test_teardown(test_address_with_crlf_is_refused_permanently, fx_down),
     };
     return cmocka_run_group_tests_name("smtp_sender", tests, group_setup, group_teardown);

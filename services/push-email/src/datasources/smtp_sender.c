@@ -4,9 +4,12 @@
  * (after EHLO, STARTTLS and AUTH) in the handle's cache and the next message goes out with
  * MAIL FROM on the same connection. libcurl checks a cached connection before reusing it,
  * so a connection the server closed while idle is replaced transparently. When a send on a
- * REUSED connection fails at the socket level (the server dropped it in the very moment),
- * the send is tried once more on a fresh connection: the message was not accepted, since
- * a reply to the end of DATA is what accepts it.
+ * REUSED connection fails at the socket level before any reply and before the last byte of
+ * the message was handed over (the server dropped it in the very moment), the send is tried
+ * once more on a fresh connection: the message cannot have been accepted. A connection lost
+ * after that (the end of DATA may have reached the server, which may have accepted the
+ * message) is MAIL_TRANSIENT like any other lost reply: the caller sends it again later, with
+ * the same Message-ID (RFC 1047: without the reply a client cannot know).
  *
  * Result mapping (enum mail_result is all the interactors see):
  *   CURLE_OK                                    -> MAIL_SENT
@@ -314,7 +317,9 @@ static enum mail_result smtp_send(void *self, const char *from, const char *to, 
         return MAIL_PERMANENT;
     }
     rc = perform(s, from, to, data, len, gate, &code, &reused, &refused, &handed);
-    if (rc != CURLE_OK && reused && code == 0 && is_socket_error(rc)) {
+    /* Only a connection that failed before any reply and before the end of data could be
+     * on the wire: after that the server may have accepted the message. */
+    if (rc != CURLE_OK && reused && code == 0 && !handed && is_socket_error(rc)) {
         log_write(LOG_INFO, "smtp connection lost; retrying on a new one", "error",
                   curl_easy_strerror(rc), NULL);
         rc = perform(s, from, to, data, len, gate, &code, &reused, &refused, &handed);
