@@ -15,6 +15,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <mysql.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +217,81 @@ static void test_many_marks_are_committed(void **state)
     assert_int_equal(scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'sent' AND "
                             "recipient LIKE 'bulk%@example.org'"),
                      1000);
+}
+
+/* Kills every connection to the test database but the one doing it (the server drops
+ * them, as after a wait_timeout or a failover). Returns how many it killed. */
+static int kill_connections(void)
+{
+    char err[256], sql[256];
+    MYSQL *db = db_connect(&cfg, true, err, sizeof err);
+    MYSQL_RES *res;
+    MYSQL_ROW row;
+    long ids[64];
+    int n = 0;
+
+    if (db == NULL) {
+        return -1;
+    }
+    snprintf(sql, sizeof sql,
+             "SELECT id FROM information_schema.PROCESSLIST WHERE db = '%s' AND "
+             "id <> CONNECTION_ID()",
+             database);
+    if (mysql_real_query(db, sql, (unsigned long)strlen(sql)) == 0 &&
+        (res = mysql_store_result(db)) != NULL) {
+        while ((row = mysql_fetch_row(res)) != NULL && n < 64) {
+            ids[n++] = strtol(row[0], NULL, 10);
+        }
+        mysql_free_result(res);
+    }
+    for (int i = 0; i < n; i++) {
+        snprintf(sql, sizeof sql, "KILL CONNECTION %ld", ids[i]);
+        (void)mysql_real_query(db, sql, (unsigned long)strlen(sql));
+    }
+    mysql_close(db);
+    return n;
+}
+
+/* A mark goes out on the caller's own connection when nothing is pending before it, and
+ * its reply is read at the next flush. When the server has dropped that connection, the
+ * writer commits the mark instead: nothing is lost, and values with quotes and
+ * backslashes arrive as they are. */
+static void test_a_mark_on_a_dropped_connection_is_committed_by_the_writer(void **state)
+{
+    const char *key1 = "1:bin.000005:1:0:welcome:first@example.org";
+    const char *key2 = "1:bin.000005:2:0:welcome:o'brien\\x@example.org";
+    enum delivery_state st;
+    (void)state;
+
+    struct mariadb_delivery_log *l = mariadb_delivery_log_new(&cfg);
+    assert_non_null(l);
+    struct delivery_log p = mariadb_delivery_log_port(l);
+    assert_int_equal(p.ops->mark_sent(p.self, key1, "welcome", "first@example.org"),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(p.ops->flush(p.self, 10000), DELIVERY_LOG_OK);
+    assert_int_equal(p.ops->durable(p.self), p.ops->written(p.self));
+    assert_int_equal(count_sent("first@example.org"), 1);
+
+    assert_true(kill_connections() >= 1);
+    assert_int_equal(p.ops->mark_sent(p.self, key2, "welcome", "o'brien\\x@example.org"),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(p.ops->begin(p.self, key2, "welcome", "o'brien\\x@example.org", &st),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(st, DELIVERY_SENT);
+    assert_int_equal(p.ops->flush(p.self, 15000), DELIVERY_LOG_OK);
+    assert_int_equal(p.ops->durable(p.self), p.ops->written(p.self));
+    assert_int_equal(scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'sent' AND "
+                            "recipient = 'o\\'brien\\\\x@example.org' AND key_hash = "
+                            "UNHEX(SHA2('1:bin.000005:2:0:welcome:o\\'brien\\\\x@example."
+                            "org', 256))"),
+                     1);
+    /* And the next mark takes the caller's path again (a new connection) or the writer's:
+     * either way it is committed. */
+    assert_int_equal(p.ops->mark_sent(p.self, "1:bin.000005:3:0:welcome:third@example.org",
+                                      "welcome", "third@example.org"),
+                     DELIVERY_LOG_OK);
+    mariadb_delivery_log_free(l);
+    assert_int_equal(count_sent("third@example.org"), 1);
 }
 
 static void test_record_attempt_counts_and_mark_failed_fails(void **state)
@@ -491,18 +568,87 @@ static void test_server_down_is_unavailable_fast_then_recovers(void **state)
     assert_int_equal(st, DELIVERY_SENT);
 }
 
+/* The pid of the test server, from `test-mariadb.sh status` ("running: pid N, ..."). */
+static pid_t db_pid(void)
+{
+    char cmd[PATH_MAX + 16], line[512];
+    long pid = -1;
+
+    snprintf(cmd, sizeof cmd, "'%s' status", ctl);
+    FILE *f = popen(cmd, "r");
+    if (f == NULL) {
+        return -1;
+    }
+    while (fgets(line, sizeof line, f) != NULL) {
+        const char *p = strstr(line, "pid ");
+        if (p != NULL) {
+            pid = strtol(p + 4, NULL, 10);
+        }
+    }
+    pclose(f);
+    return pid > 0 ? (pid_t)pid : -1;
+}
+
+/* A server that stops answering without dropping the connection (SIGSTOP): a mark sent on
+ * the caller's connection is not durable while no reply comes; after the I/O timeout (5 s
+ * here) the writer takes it over, and commits it once the server answers again. */
+static void test_a_silent_server_leaves_the_mark_to_the_writer(void **state)
+{
+    enum delivery_state st = DELIVERY_PENDING;
+    const char *key = "1:bin.000006:2:0:welcome:silent@example.org";
+    (void)state;
+
+    if (ctl == NULL || ctl[0] == '\0') {
+        fail_msg("TEST_DB_CTL is not set (eval \"$(scripts/lib/test-mariadb.sh env)\")");
+    }
+    struct mariadb_delivery_log *l = mariadb_delivery_log_new(&cfg);
+    assert_non_null(l);
+    struct delivery_log p = mariadb_delivery_log_port(l);
+    assert_int_equal(p.ops->mark_sent(p.self, "1:bin.000006:1:0:welcome:loud@example.org",
+                                      "welcome", "loud@example.org"),
+                     DELIVERY_LOG_OK);
+    assert_int_equal(p.ops->flush(p.self, 10000), DELIVERY_LOG_OK);
+    int lock = db_lock();
+    assert_true(lock >= 0);
+    pid_t pid = db_pid();
+    if (pid <= 0 || kill(pid, SIGSTOP) != 0) {
+        close(lock);
+        fail_msg("could not stop the test server (pid %ld)", (long)pid);
+    }
+    enum delivery_log_err marked = p.ops->mark_sent(p.self, key, "welcome", "silent@example.org");
+    enum delivery_log_err flush_silent = p.ops->flush(p.self, 1000);
+    enum delivery_log_err seen = p.ops->begin(p.self, key, "welcome", "silent@example.org", &st);
+    bool behind = p.ops->durable(p.self) < p.ops->written(p.self);
+    pe_sleep_ms(5500);
+    enum delivery_log_err flush_late = p.ops->flush(p.self, 500);
+    kill(pid, SIGCONT);
+    close(lock);
+    assert_int_equal(marked, DELIVERY_LOG_OK);
+    assert_int_equal(flush_silent, DELIVERY_LOG_UNAVAILABLE);
+    assert_int_equal(seen, DELIVERY_LOG_OK);
+    assert_int_equal(st, DELIVERY_SENT);
+    assert_true(behind);
+    assert_int_equal(flush_late, DELIVERY_LOG_UNAVAILABLE);
+    assert_int_equal(p.ops->flush(p.self, 20000), DELIVERY_LOG_OK);
+    assert_int_equal(p.ops->durable(p.self), p.ops->written(p.self));
+    assert_int_equal(count_sent("silent@example.org"), 1);
+    mariadb_delivery_log_free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_begin_is_pending_and_records_nothing),
         cmocka_unit_test(test_mark_sent_is_seen_at_once_and_durable_after_flush),
         cmocka_unit_test(test_many_marks_are_committed),
+        cmocka_unit_test(test_a_mark_on_a_dropped_connection_is_committed_by_the_writer),
         cmocka_unit_test(test_record_attempt_counts_and_mark_failed_fails),
         cmocka_unit_test(test_a_sent_key_stays_sent),
         cmocka_unit_test(test_prefetch_answers_begin_for_a_batch),
         cmocka_unit_test(test_prefetch_during_a_commit_still_says_sent),
         cmocka_unit_test(test_long_key_and_utf8_recipient_are_stored),
         cmocka_unit_test(test_server_down_is_unavailable_fast_then_recovers),
+        cmocka_unit_test(test_a_silent_server_leaves_the_mark_to_the_writer),
     };
     return cmocka_run_group_tests_name("mariadb_delivery_log", tests, group_setup, group_teardown);
 }

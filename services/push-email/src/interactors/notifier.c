@@ -7,8 +7,9 @@
  * between the SMTP server accepting a message and the log recording it: the email is then
  * sent again on retry, with the same Message-ID, which lets mail systems drop the copy.
  *
- * The log may write behind (the MariaDB adapter always does: its writer thread commits a
- * mark while the next email is already on its way). Two rules keep that safe:
+ * The log may write behind (the MariaDB adapter always does: the mark's upsert is sent at
+ * once and committed while the next email is already on its way). Two rules keep that
+ * safe:
  *   - every send passes a gate (struct mail_gate) that waits, before the end of the
  *     message's data, until every mark made so far is durable. So the mark of email N is
  *     committed before email N+1 can be accepted: at any time at most ONE accepted email
