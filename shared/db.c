@@ -17,8 +17,9 @@
  * are dropped. So no DELIMITER blocks, and a string literal must not end a line with ';'.
  * Text at the end of a file without a closing ';' is an error.
  *
- * The statements run through mysql_real_query: the only non-prepared SQL of the services,
- * fixed text from our own files, never user input. MariaDB and MySQL commit DDL
+ * The statements run through mysql_real_query: fixed text from our own files, never user
+ * input. (The services' only other non-prepared SQL is push-email's direct `sent` mark,
+ * whose values are escaped: see mariadb_delivery_log.c.) MariaDB and MySQL commit DDL
  * implicitly, so a file that fails halfway is not rolled back: write DDL that can run
  * again (IF NOT EXISTS) and keep one change per file.
  *

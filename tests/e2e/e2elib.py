@@ -437,3 +437,43 @@ if __name__ == "__main__":
         log("push-email stopped")
     else:
         sys.exit("usage: e2elib.py start-push-email|stop-push-email")
+
+
+# ---------------------------------------------------------------- private topics, SQL
+GEN_EVENTS = os.path.join(REPO, "bench", "push-email", "gen_events.py")
+
+
+def mysql_root(env, sql):
+    """Runs sql as root on the stack's MariaDB; its output (tab-separated, no names)."""
+    return subprocess.run(["mysql", "-N", "-h", env["MARIADB_HOST"], "-P",
+                           str(env["MARIADB_PORT"]), "-uroot", "-e", sql], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def private_topic_with_events(env, topic, n, tag):
+    """Creates topic (1 partition) and writes n synthetic Debezium create events into it
+    (bench/push-email/gen_events.py: one email each). Returns (ok, what happened)."""
+    tool = os.environ["E2E_KAFKA_TOPIC_BIN"]
+    brokers = env["KAFKA_BOOTSTRAP"]
+    r = subprocess.run([tool, brokers, "create", topic, "1"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return False, f"create topic {topic}: {r.stdout.strip()} {r.stderr.strip()}"
+    events = subprocess.run([sys.executable, GEN_EVENTS, str(n), tag], check=True,
+                            capture_output=True, text=True).stdout
+    subprocess.run(["kcat", "-P", "-b", brokers, "-t", topic, "-K", "\t"], input=events,
+                   text=True, check=True)
+    return True, f"topic {topic} with {n} events"
+
+
+def cleanup_private(env, pe, topic, db):
+    """Stops pe, deletes topic and drops database db, as far as it can."""
+    try:
+        pe.stop()
+    except Exception as e:  # noqa: BLE001 - clean up as much as we can
+        log(f"cleanup: {e}")
+    subprocess.run([os.environ["E2E_KAFKA_TOPIC_BIN"], env["KAFKA_BOOTSTRAP"], "delete", topic],
+                   check=False)
+    try:
+        mysql_root(env, f"DROP DATABASE IF EXISTS {db}")
+    except subprocess.CalledProcessError as e:
+        log(f"cleanup: {e}")

@@ -25,7 +25,6 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -33,11 +32,9 @@ import time
 from aiosmtpd.controller import Controller
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2elib import Checks, PushEmail, load_env, log  # noqa: E402
+from e2elib import (Checks, PushEmail, cleanup_private, load_env, log, mysql_root,  # noqa: E402
+                    private_topic_with_events)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-GEN = os.path.join(os.path.dirname(os.path.dirname(HERE)), "bench", "push-email",
-                   "gen_events.py")
 DB = "notifications_dbdown"
 EXIT_BOUND_S = 20
 
@@ -145,8 +142,6 @@ class Sink:
 
 env = load_env()
 t = Checks("e2e_sigterm_db_down")
-tool = os.environ["E2E_KAFKA_TOPIC_BIN"]
-brokers = env["KAFKA_BOOTSTRAP"]
 topic = f"e2e.dbdown.{os.getpid()}"
 proxy = Proxy((env["MARIADB_HOST"], int(env["MARIADB_PORT"])))
 sink = Sink(proxy)
@@ -168,21 +163,11 @@ pe = PushEmail(env, name="e2e-push-email-dbdown",
                })
 
 
-def mysql(sql):
-    return subprocess.run(["mysql", "-N", "-h", env["MARIADB_HOST"], "-P",
-                           str(env["MARIADB_PORT"]), "-uroot", "-e", sql], check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
 try:
-    r = subprocess.run([tool, brokers, "create", topic, "1"], capture_output=True, text=True)
-    if not t.eq(r.returncode, 0, f"create topic {topic}: {r.stdout.strip()} {r.stderr.strip()}"):
+    mysql_root(env, f"DROP DATABASE IF EXISTS {DB}")
+    ok, what = private_topic_with_events(env, topic, 3, f"dd{os.getpid()}")
+    if not t.check(ok, what):
         t.finish()
-    mysql(f"DROP DATABASE IF EXISTS {DB}")
-    events = subprocess.run([sys.executable, GEN, "3", f"dd{os.getpid()}"], check=True,
-                            capture_output=True, text=True).stdout
-    subprocess.run(["kcat", "-P", "-b", brokers, "-t", topic, "-K", "\t"], input=events,
-                   text=True, check=True)
     pe.start()
 
     # A is accepted (and the database taken away), then B is tried and abandoned.
@@ -223,18 +208,10 @@ try:
     t.check(all(n == 1 for mid, n in ids.items() if mid != first_id),
             "B and C arrived exactly once")
     t.check(ids[first_id] <= 2, "A arrived at most twice, both with one Message-ID")
-    t.eq(mysql(f"SELECT COUNT(*) FROM {DB}.deliveries WHERE state = 'sent'"), "3",
+    t.eq(mysql_root(env, f"SELECT COUNT(*) FROM {DB}.deliveries WHERE state = 'sent'"), "3",
          "the delivery log holds 3 sent marks")
 finally:
-    try:
-        pe.stop()
-    except Exception as e:  # noqa: BLE001 - clean up as much as we can
-        log(f"cleanup: {e}")
+    cleanup_private(env, pe, topic, DB)
     proxy.down()
     smtp.stop()
-    subprocess.run([tool, brokers, "delete", topic], check=False)
-    try:
-        mysql(f"DROP DATABASE IF EXISTS {DB}")
-    except subprocess.CalledProcessError as e:
-        log(f"cleanup: {e}")
 t.finish()

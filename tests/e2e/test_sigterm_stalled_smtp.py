@@ -10,23 +10,18 @@ silent.
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2elib import Checks, PushEmail, load_env, log  # noqa: E402
+from e2elib import (Checks, PushEmail, cleanup_private, load_env, log, mysql_root,  # noqa: E402
+                    private_topic_with_events)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-GEN = os.path.join(os.path.dirname(os.path.dirname(HERE)), "bench", "push-email",
-                   "gen_events.py")
 DB = "notifications_sigterm"
 
 env = load_env()
 t = Checks("e2e_sigterm_stalled_smtp")
-tool = os.environ["E2E_KAFKA_TOPIC_BIN"]
-brokers = env["KAFKA_BOOTSTRAP"]
 topic = f"e2e.sigterm.{os.getpid()}"
 
 silent = socket.socket()
@@ -57,21 +52,11 @@ pe = PushEmail(env, name="e2e-push-email-sigterm",
                })
 
 
-def mysql(sql):
-    return subprocess.run(["mysql", "-N", "-h", env["MARIADB_HOST"], "-P",
-                           str(env["MARIADB_PORT"]), "-uroot", "-e", sql], check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
 try:
-    r = subprocess.run([tool, brokers, "create", topic, "1"], capture_output=True, text=True)
-    if not t.eq(r.returncode, 0, f"create topic {topic}: {r.stdout.strip()} {r.stderr.strip()}"):
+    mysql_root(env, f"DROP DATABASE IF EXISTS {DB}")
+    ok, what = private_topic_with_events(env, topic, 1, f"st{os.getpid()}")
+    if not t.check(ok, what):
         t.finish()
-    mysql(f"DROP DATABASE IF EXISTS {DB}")
-    event = subprocess.run([sys.executable, GEN, "1", f"st{os.getpid()}"], check=True,
-                           capture_output=True, text=True).stdout
-    subprocess.run(["kcat", "-P", "-b", brokers, "-t", topic, "-K", "\t"], input=event,
-                   text=True, check=True)
     pe.start()
     deadline = time.monotonic() + 60
     while not held and time.monotonic() < deadline:
@@ -86,19 +71,11 @@ try:
     log(f"exit status {rc} {took:.1f}s after SIGTERM")
     t.eq(rc, 0, "push-email exits 0 on SIGTERM during a stalled send")
     t.check(took < 10, f"... within 10 s, not after the 60 s SMTP timeout (took {took:.1f}s)")
-    t.eq(mysql(f"SELECT COUNT(*) FROM {DB}.deliveries WHERE state = 'sent'"), "0",
+    t.eq(mysql_root(env, f"SELECT COUNT(*) FROM {DB}.deliveries WHERE state = 'sent'"), "0",
          "the abandoned email is not recorded as sent")
 finally:
-    try:
-        pe.stop()
-    except Exception as e:  # noqa: BLE001 - clean up as much as we can
-        log(f"cleanup: {e}")
+    cleanup_private(env, pe, topic, DB)
     silent.close()
     for c in held:
         c.close()
-    subprocess.run([tool, brokers, "delete", topic], check=False)
-    try:
-        mysql(f"DROP DATABASE IF EXISTS {DB}")
-    except subprocess.CalledProcessError as e:
-        log(f"cleanup: {e}")
 t.finish()

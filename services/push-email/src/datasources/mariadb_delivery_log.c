@@ -26,8 +26,9 @@
  *                  writer: the upsert is idempotent. written() and durable() count the
  *                  marks, in order, and the consumer stores an event's offset only once
  *                  its marks are durable. While the database is away the writer keeps its
- *                  marks and tries again; the direct path is not tried for DIRECT_RETRY_MS
- *                  after a failure.
+ *                  marks and tries again. mark_sent never connects: the direct connection
+ *                  is opened after a query of the caller's succeeded (a prefetch or a
+ *                  begin), and not within DIRECT_RETRY_MS of a failure.
  *   mark_failed    upsert: state 'failed' (a row already 'sent' stays 'sent'), attempts + 1,
  *                  error. Synchronous.
  *   record_attempt upsert: attempts + 1, last_error (state stays). Synchronous.
@@ -561,6 +562,27 @@ static struct step op_states(struct conn *c, struct cached_state *entries, size_
     return s;
 }
 
+#define DIRECT_WAIT_MS  2000 /* mark_sent's wait for the reply of the mark before */
+#define DIRECT_RETRY_MS 5000 /* after a failure of the direct path: the writer's alone */
+#define DIRECT_SQL_MAX  3000 /* the upsert with its values escaped */
+
+/* Opens the direct connection (see the top) when it is closed and may be tried again:
+ * called right after a query of the caller's succeeded, so the server is answering and
+ * the connect is quick; mark_sent itself never connects. */
+static void direct_open_if_due(struct mariadb_delivery_log *l)
+{
+    int fresh = 0;
+
+    if (l->direct.db != NULL || mono_ms() < l->direct_retry_ms) {
+        return;
+    }
+    if (conn_ready(&l->cfg, &l->direct, &fresh) != DELIVERY_LOG_OK) {
+        l->direct_retry_ms = mono_ms() + DIRECT_RETRY_MS;
+        return;
+    }
+    log_write(LOG_INFO, "delivery log: direct connection for marks open", NULL);
+}
+
 static void log_prefetch(void *self, const char *const *keys, size_t n)
 {
     struct mariadb_delivery_log *l = self;
@@ -608,6 +630,7 @@ static void log_prefetch(void *self, const char *const *keys, size_t n)
     }
     l->cache_len = n;
     l->cache_at_ms = mono_ms();
+    direct_open_if_due(l);
 }
 
 static enum delivery_log_err log_begin(void *self, const char *key, const char *kind,
@@ -634,6 +657,7 @@ static enum delivery_log_err log_begin(void *self, const char *key, const char *
     e = run(l, op_begin, &a);
     if (e == DELIVERY_LOG_OK) {
         *state = a.state;
+        direct_open_if_due(l);
     }
     return e;
 }
@@ -678,10 +702,6 @@ static void enqueue_locked(struct mariadb_delivery_log *l, struct mark *m)
     pthread_cond_signal(&l->wake);
 }
 
-#define DIRECT_WAIT_MS  2000 /* mark_sent's wait for the reply of the mark before */
-#define DIRECT_RETRY_MS 5000 /* after a failure of the direct path: the writer's alone */
-#define DIRECT_SQL_MAX  3000 /* the upsert with its values escaped */
-
 /* The direct path failed: its connection is closed, and the writer takes the mark (the
  * upsert is idempotent, so it does not matter whether the server ran it). */
 static void direct_give_up(struct mariadb_delivery_log *l)
@@ -701,14 +721,10 @@ static void direct_give_up(struct mariadb_delivery_log *l)
 static int direct_send(struct mariadb_delivery_log *l, struct mark *m)
 {
     char sql[DIRECT_SQL_MAX];
-    int fresh = 0;
+    int rc = -1;
 
-    if (l->direct.db == NULL && mono_ms() < l->direct_retry_ms) {
-        return -1;
-    }
-    if (conn_ready(&l->cfg, &l->direct, &fresh) != DELIVERY_LOG_OK) {
-        l->direct_retry_ms = mono_ms() + DIRECT_RETRY_MS;
-        return -1;
+    if (l->direct.db == NULL) {
+        return -1; /* opened by direct_open_if_due, off this path */
     }
     /* Escaped text at most doubles (plus quotes); the three values are cut to their
      * columns, so the statement fits in sql. */
@@ -725,17 +741,23 @@ static int direct_send(struct mariadb_delivery_log *l, struct mark *m)
                      "last_error = NULL",
                      hex, key, kind, rcpt);
     if (n < 0 || (size_t)n >= sizeof sql) {
-        return -1;
+        goto out;
     }
     if (mysql_send_query(l->direct.db, sql, (unsigned long)n) != 0) {
         (void)conn_failure("mark_sent (direct) send", l->direct.db);
         conn_close(&l->direct);
         l->direct_retry_ms = mono_ms() + DIRECT_RETRY_MS;
-        return -1;
+        goto out;
     }
     l->fast = m;
     l->fast_sent_ms = mono_ms();
-    return 0;
+    rc = 0;
+out:
+    /* They held an address. */
+    explicit_bzero(sql, sizeof sql);
+    explicit_bzero(key, sizeof key);
+    explicit_bzero(rcpt, sizeof rcpt);
+    return rc;
 }
 
 /* Reads the reply to the direct upsert, waiting up to timeout_ms for it: 0 when there is
@@ -885,10 +907,11 @@ static enum delivery_log_err log_flush(void *self, int timeout_ms)
     struct timespec until;
     enum delivery_log_err e = DELIVERY_LOG_OK;
 
+    /* One budget for both waits: the direct mark's reply, then the writer. */
+    deadline_in(&until, timeout_ms > 0 ? timeout_ms : 0);
     if (direct_complete(l, timeout_ms > 0 ? timeout_ms : 0) != 0) {
         return DELIVERY_LOG_UNAVAILABLE; /* the direct mark's reply is late */
     }
-    deadline_in(&until, timeout_ms > 0 ? timeout_ms : 0);
     pthread_mutex_lock(&l->mu);
     uint64_t want = l->written;
     while (l->durable < want) {
