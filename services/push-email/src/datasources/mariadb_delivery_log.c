@@ -34,14 +34,15 @@
  *   record_attempt upsert: attempts + 1, last_error (state stays). Synchronous.
  *
  * The caller's other operations share one connection (the consumer is single-threaded),
- * opened lazily, statements prepared once. On a connection-level error (db_is_connection_error) the
- * connection is closed and the call runs ONCE more on a fresh one, unless the failing connection
- * was itself fresh (the server is down: UNAVAILABLE at once). The writer keeps a batch it could not
- * commit and tries again with a backoff until it can, or until mariadb_delivery_log_free gives up
- * after flushing for a while (those marks are then lost: their emails would be sent again, with the
- * same Message-ID, after a restart). Every statement is idempotent in its effect except the
- * attempts counter, which a retry after a lost reply may count twice: it is information for people,
- * not a decision input.
+ * opened lazily, statements prepared once. On a connection-level error
+ * (db_is_connection_error) the connection is closed and the call runs ONCE more on a fresh
+ * one, unless the failing connection was itself fresh (the server is down: UNAVAILABLE at
+ * once). The writer keeps a batch it could not commit and tries again with a backoff until
+ * it can, or until mariadb_delivery_log_free gives up after flushing for a while (those
+ * marks are then lost: their emails would be sent again, with the same Message-ID, after a
+ * restart). Every statement is idempotent in its effect except the attempts counter, which
+ * a retry after a lost reply may count twice: it is information for people, not a decision
+ * input.
  *
  * Errors: server unreachable, connection lost twice, lock wait timeout, deadlock,
  * read-only server -> DELIVERY_LOG_UNAVAILABLE (retry later); anything else (schema
@@ -51,8 +52,8 @@
 
 #include <errno.h>
 #include <mysql.h>
-#include <poll.h>
 #include <mysqld_error.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdbool.h>
@@ -566,6 +567,13 @@ static struct step op_states(struct conn *c, struct cached_state *entries, size_
 #define DIRECT_RETRY_MS 5000 /* after a failure of the direct path: the writer's alone */
 #define DIRECT_SQL_MAX  3000 /* the upsert with its values escaped */
 
+/* The direct path failed: its connection is closed and not opened again for a while. */
+static void direct_close(struct mariadb_delivery_log *l)
+{
+    conn_close(&l->direct);
+    l->direct_retry_ms = mono_ms() + DIRECT_RETRY_MS;
+}
+
 /* Opens the direct connection (see the top) when it is closed and may be tried again:
  * called right after a query of the caller's succeeded, so the server is answering and
  * the connect is quick; mark_sent itself never connects. */
@@ -577,7 +585,7 @@ static void direct_open_if_due(struct mariadb_delivery_log *l)
         return;
     }
     if (conn_ready(&l->cfg, &l->direct, &fresh) != DELIVERY_LOG_OK) {
-        l->direct_retry_ms = mono_ms() + DIRECT_RETRY_MS;
+        direct_close(l);
         return;
     }
     log_write(LOG_INFO, "delivery log: direct connection for marks open", NULL);
@@ -702,12 +710,11 @@ static void enqueue_locked(struct mariadb_delivery_log *l, struct mark *m)
     pthread_cond_signal(&l->wake);
 }
 
-/* The direct path failed: its connection is closed, and the writer takes the mark (the
- * upsert is idempotent, so it does not matter whether the server ran it). */
+/* The direct path failed with a mark on it: the writer takes the mark (the upsert is
+ * idempotent, so it does not matter whether the server ran it). */
 static void direct_give_up(struct mariadb_delivery_log *l)
 {
-    conn_close(&l->direct);
-    l->direct_retry_ms = mono_ms() + DIRECT_RETRY_MS;
+    direct_close(l);
     if (l->fast != NULL) {
         pthread_mutex_lock(&l->mu);
         enqueue_locked(l, l->fast);
@@ -745,8 +752,7 @@ static int direct_send(struct mariadb_delivery_log *l, struct mark *m)
     }
     if (mysql_send_query(l->direct.db, sql, (unsigned long)n) != 0) {
         (void)conn_failure("mark_sent (direct) send", l->direct.db);
-        conn_close(&l->direct);
-        l->direct_retry_ms = mono_ms() + DIRECT_RETRY_MS;
+        direct_close(l);
         goto out;
     }
     l->fast = m;
@@ -829,11 +835,10 @@ static enum delivery_log_err log_mark_sent(void *self, const char *key, const ch
     copy_cut(m->key, key, KEY_MAX);
     copy_cut(m->kind, kind, KIND_MAX);
     copy_cut(m->recipient, recipient, RECIPIENT_MAX);
-    if (l->fast != NULL) {
-        /* Normally read at the gate already; else wait for it, or hand it to the writer. */
-        if (direct_complete(l, DIRECT_WAIT_MS) != 0) {
-            direct_give_up(l);
-        }
+    /* The mark before, normally read at the gate already; else wait for it, or hand it to
+     * the writer. */
+    if (direct_complete(l, DIRECT_WAIT_MS) != 0) {
+        direct_give_up(l);
     }
     pthread_mutex_lock(&l->mu);
     m->ticket = ++l->written;
