@@ -202,6 +202,7 @@ static uint32_t g_budget_ms;      /* 0: the default */
 static const char *g_topic;       /* NULL: TOPIC */
 static struct metrics *g_metrics; /* the next consumer's, may be NULL */
 static uint32_t g_retry_ms;       /* 0: the default backoff */
+static bool g_fast_stats;         /* statistics every 200 ms, auto-commit every 100 ms */
 
 static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder *r,
                                              const struct kafka_offset_gate *gate)
@@ -209,6 +210,12 @@ static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder
     char err[256];
     static const char *const extra[] = {"log_level=3", "session.timeout.ms=6000",
                                         "heartbeat.interval.ms=500", NULL};
+    static const char *const extra_stats[] = {"log_level=3",
+                                              "session.timeout.ms=6000",
+                                              "heartbeat.interval.ms=500",
+                                              "statistics.interval.ms=200",
+                                              "auto.commit.interval.ms=100",
+                                              NULL};
     struct kafka_consumer_config cfg = {
         .brokers = fx->brokers,
         .group_id = fx->group,
@@ -220,7 +227,7 @@ static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder
         .retry_max_ms = g_retry_ms > 0    ? g_retry_ms
                         : g_topic != NULL ? 1500
                                           : 200,
-        .extra = extra,
+        .extra = g_fast_stats ? extra_stats : extra,
         .gate = gate,
         .prefetch = prefetch_hook,
         .batch_budget_ms = g_budget_ms,
@@ -246,7 +253,7 @@ static void poll_until(struct kafka_consumer *kc, struct recorder *r, size_t wan
         kafka_consumer_poll_once(kc, 50);
 }
 
-static int64_t committed(struct fixture *fx, const char *topic)
+static int64_t committed_at(struct fixture *fx, const char *topic, int32_t partition)
 {
     char err[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -255,12 +262,17 @@ static int64_t committed(struct fixture *fx, const char *topic)
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
     assert_non_null(rk);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, topic, 0);
+    rd_kafka_topic_partition_list_add(l, topic, partition);
     assert_int_equal(rd_kafka_committed(rk, l, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
     int64_t off = l->elems[0].offset;
     rd_kafka_topic_partition_list_destroy(l);
     rd_kafka_destroy(rk);
     return off;
+}
+
+static int64_t committed(struct fixture *fx, const char *topic)
+{
+    return committed_at(fx, topic, 0);
 }
 
 /* Reads the DLQ from the start; returns how many messages; the first one's reason header
@@ -477,6 +489,41 @@ static void a_slow_batch_hands_the_rest_back_in_order(void **state)
     assert_int_equal(committed(fx, TOPIC), 4);
 }
 
+/* A slow batch over two partitions: both are handed back, and in the next batch the budget
+ * runs out again before the second partition's first event, which was handed back in the
+ * batch before. It must be handed back again (sought back), not dropped: every event is
+ * handled exactly once, in order per partition, and committed. */
+static void a_slow_batch_hands_back_a_partition_twice(void **state)
+{
+    struct fixture *fx = *state;
+    static const char topic[] = "cdc.info-user.slow2";
+    struct recorder r = {0};
+    r.handler_ms = 300;
+    g_budget_ms = 200;
+
+    rd_kafka_mock_topic_create(fx->mock, topic, 2, 1);
+    for (int i = 0; i < 4; i++) {
+        produce_to(fx, topic, 0, 100 + i);
+        produce_to(fx, topic, 1, 200 + i);
+    }
+    g_topic = topic;
+    struct kafka_consumer *kc = consumer(fx, &r);
+    g_topic = NULL;
+    poll_until(kc, &r, 8);
+    kafka_consumer_free(kc);
+    g_budget_ms = 0;
+
+    assert_int_equal(r.n, 8);
+    long next[2] = {100, 200};
+    for (size_t i = 0; i < r.n; i++) {
+        int p = r.seen[i] >= 200;
+        assert_int_equal(r.seen[i], next[p]); /* once each, in order per partition */
+        next[p]++;
+    }
+    assert_int_equal(committed_at(fx, topic, 0), 4);
+    assert_int_equal(committed_at(fx, topic, 1), 4);
+}
+
 /* A partition paused for a retry holds back only itself: the other partition's events are
  * handled meanwhile (polling goes on), and the paused one resumes in order. */
 static void a_paused_partition_does_not_hold_the_others(void **state)
@@ -534,6 +581,38 @@ static unsigned long long counter_value(const struct metrics *m, const char *nam
     }
     free(text);
     return v;
+}
+
+/* The consumer-lag gauge: what the group has not committed yet on the partitions this
+ * member holds. Five events, the third refused for a minute: two committed, lag 3. */
+static void the_lag_gauge_counts_what_is_not_committed(void **state)
+{
+    struct fixture *fx = *state;
+    struct recorder r = {0};
+    struct metrics *m = metrics_new();
+    assert_non_null(m);
+
+    for (int i = 1; i <= 5; i++)
+        produce_create(fx, 100 * i);
+    r.refuse_pos = 300;
+    r.refuse_times = 1000;
+    g_metrics = m;
+    g_fast_stats = true;
+    g_retry_ms = 60000;
+    struct kafka_consumer *kc = consumer(fx, &r);
+    g_metrics = NULL;
+    g_fast_stats = false;
+    g_retry_ms = 0;
+    unsigned long long lag = 0;
+    time_t deadline = time(NULL) + 20;
+    while (lag != 3 && time(NULL) < deadline) {
+        kafka_consumer_poll_once(kc, 100);
+        lag = counter_value(m, "push_email_consumer_lag");
+    }
+    kafka_consumer_free(kc);
+    metrics_free(m);
+    assert_int_equal(r.n, 3); /* 100, 200, then 300 refused: the partition waits */
+    assert_int_equal(lag, 3);
 }
 
 static bool seen_by(const struct recorder *r, long pos)
@@ -708,9 +787,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_close_whose_flush_fails_commits_only_what_is_durable,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_slow_batch_hands_the_rest_back_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_slow_batch_hands_back_a_partition_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(a_paused_partition_does_not_hold_the_others, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_rebalance_hands_over_without_losses, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_lag_gauge_counts_what_is_not_committed, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(a_paused_partition_given_back_is_read_again, setup,
                                         teardown),
     };

@@ -18,6 +18,7 @@
  * other partitions) goes on meanwhile. */
 #include "transport/kafka_consumer.h"
 
+#include <cjson/cJSON.h>
 #include <librdkafka/rdkafka.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -31,7 +32,10 @@
 #include "transport/debezium_envelope.h"
 
 #define MAX_PARTITIONS  1024
+#define STR_(x)         #x
+#define STR(x)          STR_(x)
 #define SEEK_TIMEOUT_MS 5000
+#define SEEK_RETRY_MS   1000 /* a failed seek back: when to try again */
 #define DLQ_FLUSH_MS    10000
 #define ALIVE_AFTER_S   30
 #define WAITING_MAX     8192  /* events done whose offsets wait for the gate */
@@ -61,7 +65,10 @@ struct waiting_offset {
 struct partition_state {
     bool assigned; /* ours now: messages of a partition revoked meanwhile are dropped */
     bool paused;
+    bool need_seek;      /* the seek back to want_offset failed: resume_due tries again */
+    bool resought;       /* read past want_offset once and sought back again */
     int64_t want_offset; /* while recovering: the offset that must come next, else -1 */
+    uint64_t seek_batch; /* the batch in which the partition was sought back */
     int64_t resume_at_ms;
     unsigned attempt;
 };
@@ -79,11 +86,14 @@ struct kafka_consumer {
     bool (*stop)(void); /* kafka_consumer_run's: checked between events */
     int64_t batch_budget_ms;
     struct parsed_event *parsed; /* BATCH_MAX, reused */
+    uint64_t batch_no;           /* batches taken so far */
     struct partition_state parts[MAX_PARTITIONS];
     struct kafka_offset_gate gate;  /* all NULL without a gate */
     struct waiting_offset *waiting; /* ring of WAITING_MAX, oldest at waiting_head */
     size_t waiting_head, waiting_len;
     atomic_llong last_poll_s;
+    atomic_int unsupported_partition; /* one assigned beyond MAX_PARTITIONS, else -1 */
+    atomic_bool dlq_fatal;            /* the DLQ producer hit a fatal error */
     /* DLQ delivery report of the message in flight */
     /* The DLQ message in hand: its sequence number (the message's opaque), and its report.
      * An earlier message that timed out here may still be delivered later: its report
@@ -149,8 +159,15 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         reset_partitions(kc, partitions);
         for (int i = 0; i < partitions->cnt; i++) {
             struct partition_state *ps = part(kc, partitions->elems[i].partition);
-            if (ps != NULL)
+            if (ps != NULL) {
                 ps->assigned = true;
+            } else if (atomic_load(&kc->unsupported_partition) < 0) {
+                atomic_store(&kc->unsupported_partition, partitions->elems[i].partition);
+                log_write(LOG_ERROR,
+                          "partition number beyond what push-email handles: its events are "
+                          "not read (not lost); /healthz fails",
+                          "max", STR(MAX_PARTITIONS), NULL);
+            }
         }
         log_write(LOG_INFO, "partitions assigned", "count", n, "protocol",
                   rd_kafka_rebalance_protocol(rk), NULL);
@@ -204,21 +221,32 @@ static void on_dlq_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *o
     kc->dlq_done = 1;
 }
 
-/* Consumer lag from librdkafka's statistics: the sum over assigned partitions. */
+/* Consumer lag from librdkafka's statistics: the sum over the partitions of our topic that
+ * are assigned to us now. librdkafka keeps reporting a partition after a rebalance took it
+ * away, with its last figures: counted, they would stay in this member's sum and be
+ * counted twice across the group. Served by the consumer's poll (rd_kafka_poll_set_consumer),
+ * so on the thread that owns parts[]. */
 static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
     struct kafka_consumer *kc = opaque;
     (void)rk;
-    (void)len;
-    const char *topics = strstr(json, "\"topics\"");
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    const cJSON *topic = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(root, "topics"), kc->topic);
+    const cJSON *p;
     long long lag = 0;
-    /* Each partition object has "consumer_lag":N (-1 when unknown). A scan is enough. */
-    for (const char *p = topics; p != NULL && (p = strstr(p, "\"consumer_lag\":")) != NULL;) {
-        p += strlen("\"consumer_lag\":");
-        long long v = strtoll(p, NULL, 10);
-        if (v > 0)
-            lag += v;
+
+    cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(topic, "partitions"))
+    {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(p, "partition");
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, "consumer_lag"); /* -1: unknown */
+        if (!cJSON_IsNumber(id) || !cJSON_IsNumber(v) || v->valuedouble <= 0)
+            continue;
+        const struct partition_state *ps = part(kc, (int32_t)id->valuedouble);
+        if (ps != NULL && ps->assigned)
+            lag += (long long)v->valuedouble;
     }
+    cJSON_Delete(root);
     metric_gauge_set(kc->m_lag, lag);
     return 0; /* librdkafka frees json */
 }
@@ -322,6 +350,8 @@ struct kafka_consumer *kafka_consumer_new(const struct kafka_consumer_config *cf
     for (size_t i = 0; i < MAX_PARTITIONS; i++)
         kc->parts[i].want_offset = -1;
     atomic_store(&kc->last_poll_s, (long long)time(NULL));
+    atomic_store(&kc->unsupported_partition, -1);
+    atomic_store(&kc->dlq_fatal, false);
     register_metrics(kc, metrics);
     if (kc->topic == NULL || kc->dlq_topic == NULL || kc->waiting == NULL || kc->parsed == NULL) {
         snprintf(errstr, errlen, "out of memory");
@@ -489,6 +519,20 @@ static void offset_done(struct kafka_consumer *kc, const rd_kafka_message_t *m)
     metric_gauge_set(kc->m_waiting, (long long)kc->waiting_len);
 }
 
+/* An idempotent producer's fatal error (e.g. out-of-order sequence) fails every later
+ * produce: the event stays unhandled (paused and retried, nothing lost), and /healthz
+ * fails so that a restart makes a new producer. */
+static void dlq_check_fatal(struct kafka_consumer *kc)
+{
+    char why[256];
+    if (atomic_load(&kc->dlq_fatal) ||
+        rd_kafka_fatal_error(kc->dlq, why, sizeof why) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    atomic_store(&kc->dlq_fatal, true);
+    log_write(LOG_ERROR, "DLQ producer: fatal error; /healthz fails until a restart", "error", why,
+              NULL);
+}
+
 /* Writes a copy of m to the DLQ with the reason and its origin in headers, and waits for
  * the brokers to acknowledge it. Returns 0 once it is safely there. */
 static int send_to_dlq(struct kafka_consumer *kc, const rd_kafka_message_t *m, const char *reason)
@@ -529,12 +573,14 @@ static int send_to_dlq(struct kafka_consumer *kc, const rd_kafka_message_t *m, c
     if (error != NULL) {
         log_write(LOG_ERROR, "DLQ produce failed", "error", rd_kafka_error_string(error), NULL);
         rd_kafka_error_destroy(error);
+        dlq_check_fatal(kc);
         return -1;
     }
     rd_kafka_flush(kc->dlq, DLQ_FLUSH_MS);
     if (!kc->dlq_done || kc->dlq_err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         log_write(LOG_ERROR, "DLQ delivery not confirmed", "error",
                   kc->dlq_done ? rd_kafka_err2str(kc->dlq_err) : "timed out", NULL);
+        dlq_check_fatal(kc);
         return -1;
     }
     metric_counter_add(kc->m_dlq, 1);
@@ -543,32 +589,59 @@ static int send_to_dlq(struct kafka_consumer *kc, const rd_kafka_message_t *m, c
     return 0;
 }
 
+/* Seeks partition back to offset: 0 when done. librdkafka drops what it had fetched
+ * before, so the partition's messages of later batches come from offset on; those of the
+ * batch in hand are stale (handle() skips them). */
+static int seek_back(struct kafka_consumer *kc, int32_t partition, int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, kc->topic, partition)->offset = offset;
+    rd_kafka_error_t *err = rd_kafka_seek_partitions(kc->rk, l, SEEK_TIMEOUT_MS);
+    int rc = 0;
+    if (err == NULL && l->elems[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        log_write(LOG_ERROR, "seek failed", "error", rd_kafka_err2str(l->elems[0].err), NULL);
+        rc = -1;
+    } else if (err != NULL) {
+        log_write(LOG_ERROR, "seek failed", "error", rd_kafka_error_string(err), NULL);
+        rd_kafka_error_destroy(err);
+        rc = -1;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return rc;
+}
+
+/* Pauses partition (no-op when it is paused already). */
+static void pause_partition(struct kafka_consumer *kc, struct partition_state *ps,
+                            int32_t partition)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, kc->topic, partition);
+    rd_kafka_resp_err_t e = rd_kafka_pause_partitions(kc->rk, l);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        log_write(LOG_ERROR, "pause failed", "error", rd_kafka_err2str(e), NULL);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (ps != NULL && !ps->paused)
+        metric_gauge_add(kc->m_paused, 1);
+    if (ps != NULL)
+        ps->paused = true;
+}
+
 /* Pauses m's partition and seeks it back to m, to be retried after a backoff. */
 static void retry_later(struct kafka_consumer *kc, const rd_kafka_message_t *m, const char *reason)
 {
     struct partition_state *ps = part(kc, m->partition);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     char delay_s[16], offset[24];
 
-    rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt), m->partition)->offset =
-        m->offset;
-    rd_kafka_resp_err_t e = rd_kafka_pause_partitions(kc->rk, l);
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-        log_write(LOG_ERROR, "pause failed", "error", rd_kafka_err2str(e), NULL);
-    rd_kafka_error_t *err = rd_kafka_seek_partitions(kc->rk, l, SEEK_TIMEOUT_MS);
-    if (err != NULL) {
-        log_write(LOG_ERROR, "seek failed", "error", rd_kafka_error_string(err), NULL);
-        rd_kafka_error_destroy(err);
-    }
-    rd_kafka_topic_partition_list_destroy(l);
+    pause_partition(kc, ps, m->partition);
+    int sought = seek_back(kc, m->partition, m->offset);
 
     uint32_t delay =
         retry_delay_ms(ps ? ps->attempt : 0, kc->retry_base_ms, kc->retry_max_ms, random_u32());
     if (ps != NULL) {
-        if (!ps->paused)
-            metric_gauge_add(kc->m_paused, 1);
-        ps->paused = true;
+        ps->need_seek = sought != 0;
+        ps->seek_batch = kc->batch_no;
         ps->want_offset = m->offset;
+        ps->resought = false;
         ps->resume_at_ms = now_ms() + delay;
         ps->attempt++;
     }
@@ -580,23 +653,29 @@ static void retry_later(struct kafka_consumer *kc, const rd_kafka_message_t *m, 
 }
 
 /* Hands m back unhandled: its partition is sought back to it (no pause, no backoff), once
- * per partition; the events behind it follow in order. */
+ * per partition and batch; the events behind it follow in order. The first event of a
+ * partition in a batch may be one handed back in the batch before (want_offset still
+ * set): it is sought back again. When the seek fails the partition is paused and
+ * resume_due seeks again before it resumes: a partition is never read past an event that
+ * was not handled. */
 static void requeue(struct kafka_consumer *kc, const rd_kafka_message_t *m)
 {
     struct partition_state *ps = part(kc, m->partition);
 
-    if (ps == NULL || !ps->assigned || ps->want_offset >= 0)
-        return; /* not ours any more, or already sought back to an earlier event */
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt), m->partition)->offset =
-        m->offset;
-    rd_kafka_error_t *err = rd_kafka_seek_partitions(kc->rk, l, SEEK_TIMEOUT_MS);
-    if (err != NULL) {
-        log_write(LOG_ERROR, "seek failed", "error", rd_kafka_error_string(err), NULL);
-        rd_kafka_error_destroy(err);
+    if (ps == NULL || !ps->assigned || ps->paused)
+        return; /* not ours any more, or waiting for its retry (sought back already) */
+    if (ps->want_offset >= 0 && ps->seek_batch == kc->batch_no)
+        return; /* sought back to an earlier event of this batch */
+    if (ps->want_offset < 0) {
+        ps->want_offset = m->offset;
+        ps->resought = false;
+    } /* else nothing from want_offset on was handled yet: back to it */
+    ps->seek_batch = kc->batch_no;
+    if (seek_back(kc, m->partition, ps->want_offset) != 0) {
+        pause_partition(kc, ps, m->partition);
+        ps->need_seek = true;
+        ps->resume_at_ms = now_ms() + SEEK_RETRY_MS;
     }
-    rd_kafka_topic_partition_list_destroy(l);
-    ps->want_offset = m->offset;
 }
 
 static void resume_due(struct kafka_consumer *kc)
@@ -606,6 +685,15 @@ static void resume_due(struct kafka_consumer *kc)
         struct partition_state *ps = &kc->parts[p];
         if (!ps->paused || ps->resume_at_ms > now)
             continue;
+        if (ps->need_seek) {
+            /* Resumed without it, the partition would be read past want_offset. */
+            if (seek_back(kc, p, ps->want_offset) != 0) {
+                ps->resume_at_ms = now + SEEK_RETRY_MS;
+                continue;
+            }
+            ps->need_seek = false;
+            ps->seek_batch = kc->batch_no;
+        }
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(l, kc->topic, p);
         rd_kafka_resp_err_t e = rd_kafka_resume_partitions(kc->rk, l);
@@ -626,12 +714,44 @@ static void handle(struct kafka_consumer *kc, const rd_kafka_message_t *m,
     struct notify_report rep;
     struct partition_state *ps = part(kc, m->partition);
 
-    if (ps != NULL && !ps->assigned)
+    if (ps == NULL) {
+        /* Beyond MAX_PARTITIONS: refused at assignment (kafka_consumer_alive says why).
+         * Nothing of it is handled or stored, so nothing of it is lost. */
+        return;
+    }
+    if (!ps->assigned)
         return; /* revoked while the batch was in hand: its next owner reads it */
-    if (ps != NULL && ps->want_offset >= 0) {
-        if (ps->paused || m->offset != ps->want_offset)
-            return; /* prefetched before the seek: it will come again in order */
+    if (ps->want_offset >= 0) {
+        if (ps->paused || ps->seek_batch == kc->batch_no)
+            return; /* in hand from before the seek: it will come again in order */
+        /* The first event after the seek: librdkafka dropped what it had fetched before, so
+         * this is want_offset. Anything else is not handled: an earlier offset is stale; a
+         * later one is sought back once more, and only when it comes again (want_offset
+         * was deleted by retention meanwhile: auto.offset.reset) does the partition go on
+         * from there. */
+        if (m->offset < ps->want_offset)
+            return;
+        if (m->offset > ps->want_offset) {
+            char want[24], got[24];
+            snprintf(want, sizeof want, "%lld", (long long)ps->want_offset);
+            snprintf(got, sizeof got, "%lld", (long long)m->offset);
+            if (!ps->resought) {
+                log_write(LOG_WARN, "partition read past the sought offset: seeking back again",
+                          "sought", want, "got", got, NULL);
+                ps->resought = true;
+                ps->seek_batch = kc->batch_no;
+                if (seek_back(kc, m->partition, ps->want_offset) != 0) {
+                    pause_partition(kc, ps, m->partition);
+                    ps->need_seek = true;
+                    ps->resume_at_ms = now_ms() + SEEK_RETRY_MS;
+                }
+                return;
+            }
+            log_write(LOG_WARN, "the sought offset is gone (retention?): going on from the next",
+                      "sought", want, "got", got, NULL);
+        }
         ps->want_offset = -1;
+        ps->resought = false;
     }
     if (kc->waiting_len >= WAITING_MAX - 1) {
         /* The delivery log is far behind (its database slow or down): wait a little, then
@@ -694,6 +814,7 @@ void kafka_consumer_poll_once(struct kafka_consumer *kc, int timeout_ms)
     rd_kafka_message_t *m = rd_kafka_consumer_poll(kc->rk, timeout_ms);
     if (m == NULL)
         return;
+    kc->batch_no++;
     /* What librdkafka has already fetched behind it: one batch, so that the delivery log
      * is asked about all of its emails in one round trip. */
     batch[n++] = m;
@@ -742,6 +863,16 @@ int kafka_consumer_run(struct kafka_consumer *kc, bool (*stop)(void))
 
 bool kafka_consumer_alive(const struct kafka_consumer *kc, char *why, size_t whylen)
 {
+    int unsupported = atomic_load(&((struct kafka_consumer *)kc)->unsupported_partition);
+    if (unsupported >= 0) {
+        snprintf(why, whylen, "partition %d assigned: push-email handles partitions 0-%d only",
+                 unsupported, MAX_PARTITIONS - 1);
+        return false;
+    }
+    if (atomic_load(&((struct kafka_consumer *)kc)->dlq_fatal)) {
+        snprintf(why, whylen, "the DLQ producer hit a fatal error (a restart makes a new one)");
+        return false;
+    }
     long long last = atomic_load(&((struct kafka_consumer *)kc)->last_poll_s);
     if ((long long)time(NULL) - last > ALIVE_AFTER_S) {
         snprintf(why, whylen, "the consumer loop has not polled for %lld s",
