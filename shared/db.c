@@ -96,11 +96,14 @@ static int session_setup(MYSQL *db, unsigned io_timeout_s)
     char sql[256];
     unsigned lock_wait = io_timeout_s > 1 ? io_timeout_s - 1 : 1;
     /* The server gives up on a row lock before our read timeout fires, so a lock wait
-     * surfaces as ER_LOCK_WAIT_TIMEOUT on a healthy connection instead of a lost one. */
+     * surfaces as ER_LOCK_WAIT_TIMEOUT on a healthy connection instead of a lost one.
+     * autocommit = 1: every write of both services is one statement that must be durable
+     * when its OK comes back; a server configured with autocommit=0 (or an init_connect
+     * that sets it) would otherwise leave them in transactions a reconnect rolls back. */
     int n = snprintf(sql, sizeof sql,
                      "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,"
                      "NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', "
-                     "innodb_lock_wait_timeout = %u",
+                     "innodb_lock_wait_timeout = %u, autocommit = 1",
                      lock_wait);
     if (n < 0 || (size_t)n >= sizeof sql) {
         return -1;

@@ -200,6 +200,57 @@ static void test_mark_sent_is_seen_at_once_and_durable_after_flush(void **state)
     mariadb_delivery_log_free(other);
 }
 
+/* SQL as the test server's root (TCP, no password: scripts/lib/test-mariadb.sh). */
+static int as_root(const char *sql)
+{
+    char err[256];
+    struct db_config root = cfg;
+    root.user = "root";
+    root.password = "";
+    MYSQL *db = db_connect(&root, false, err, sizeof err);
+    if (db == NULL) {
+        fprintf(stderr, "as_root: %s\n", err);
+        return -1;
+    }
+    int rc = mysql_real_query(db, sql, (unsigned long)strlen(sql)) == 0 ? 0 : -1;
+    if (rc != 0) {
+        fprintf(stderr, "as_root: %s\n", mysql_error(db));
+    }
+    mysql_close(db);
+    return rc;
+}
+
+/* A server whose sessions start with autocommit off (autocommit=0 in its configuration, as
+ * some hardened setups have): every write is still committed, and another connection sees
+ * it while the log is still open. Without it the marks would sit in open transactions,
+ * durable() would count them, and a restart would mail those people again. */
+static void test_marks_are_committed_when_the_server_defaults_to_no_autocommit(void **state)
+{
+    const char *key = "1:bin.000001:250:0:welcome:ac@example.org";
+    const char *key2 = "1:bin.000001:251:0:welcome:ac2@example.org";
+    enum delivery_state st;
+    (void)state;
+
+    assert_int_equal(as_root("SET GLOBAL autocommit = 0"), 0);
+    struct mariadb_delivery_log *l = mariadb_delivery_log_new(&cfg);
+    assert_non_null(l);
+    struct delivery_log p = mariadb_delivery_log_port(l);
+    int ok_begin = p.ops->begin(p.self, key, "welcome", "ac@example.org", &st) == DELIVERY_LOG_OK;
+    int ok_mark = p.ops->mark_sent(p.self, key, "welcome", "ac@example.org") == DELIVERY_LOG_OK;
+    int ok_flush = p.ops->flush(p.self, 10000) == DELIVERY_LOG_OK;
+    int ok_failed = p.ops->mark_failed(p.self, key2, "welcome", "ac2@example.org",
+                                       "550 no such user") == DELIVERY_LOG_OK;
+    long long sent = count_sent("ac@example.org");
+    long long failed = scalar("SELECT COUNT(*) FROM deliveries WHERE state = 'failed' AND "
+                              "recipient = 'ac2@example.org'");
+    int restored = as_root("SET GLOBAL autocommit = 1");
+    mariadb_delivery_log_free(l);
+    assert_int_equal(restored, 0);
+    assert_true(ok_begin && ok_mark && ok_flush && ok_failed);
+    assert_int_equal(sent, 1);
+    assert_int_equal(failed, 1);
+}
+
 static void test_many_marks_are_committed(void **state)
 {
     char key[128], rcpt[64];
@@ -645,6 +696,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_begin_is_pending_and_records_nothing),
         cmocka_unit_test(test_mark_sent_is_seen_at_once_and_durable_after_flush),
+        cmocka_unit_test(test_marks_are_committed_when_the_server_defaults_to_no_autocommit),
         cmocka_unit_test(test_many_marks_are_committed),
         cmocka_unit_test(test_a_mark_on_a_dropped_connection_is_committed_by_the_writer),
         cmocka_unit_test(test_record_attempt_counts_and_mark_failed_fails),

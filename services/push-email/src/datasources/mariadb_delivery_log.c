@@ -680,9 +680,11 @@ static void copy_cut(char *dst, const char *s, size_t cap)
     dst[n] = '\0';
 }
 
+/* A deadline for pthread_cond_timedwait on `progress`, whose clock is CLOCK_MONOTONIC: a
+ * step of the wall clock (NTP, a VM resumed) does not stretch a send gate's wait. */
 static void deadline_in(struct timespec *ts, int ms)
 {
-    clock_gettime(CLOCK_REALTIME, ts);
+    clock_gettime(CLOCK_MONOTONIC, ts);
     ts->tv_sec += ms / 1000;
     ts->tv_nsec += (long)(ms % 1000) * 1000000L;
     if (ts->tv_nsec >= 1000000000L) {
@@ -1088,7 +1090,11 @@ struct mariadb_delivery_log *mariadb_delivery_log_new(const struct db_config *cf
     }
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->wake, NULL);
-    pthread_cond_init(&l->progress, NULL);
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->progress, &monotonic);
+    pthread_condattr_destroy(&monotonic);
     l->queued_tail = &l->queued;
     l->cfg = *cfg;
     l->host = dup_or_empty(cfg->host);
