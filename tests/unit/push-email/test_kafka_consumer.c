@@ -203,6 +203,7 @@ static const char *g_topic;       /* NULL: TOPIC */
 static struct metrics *g_metrics; /* the next consumer's, may be NULL */
 static uint32_t g_retry_ms;       /* 0: the default backoff */
 static bool g_fast_stats;         /* statistics every 200 ms, auto-commit every 100 ms */
+static bool g_small_messages;     /* message.max.bytes=10000 (consumer and DLQ producer) */
 
 static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder *r,
                                              const struct kafka_offset_gate *gate)
@@ -216,6 +217,9 @@ static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder
                                               "statistics.interval.ms=200",
                                               "auto.commit.interval.ms=100",
                                               NULL};
+    static const char *const extra_small[] = {"log_level=3", "session.timeout.ms=6000",
+                                              "heartbeat.interval.ms=500",
+                                              "message.max.bytes=10000", NULL};
     struct kafka_consumer_config cfg = {
         .brokers = fx->brokers,
         .group_id = fx->group,
@@ -227,7 +231,9 @@ static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder
         .retry_max_ms = g_retry_ms > 0    ? g_retry_ms
                         : g_topic != NULL ? 1500
                                           : 200,
-        .extra = g_fast_stats ? extra_stats : extra,
+        .extra = g_fast_stats       ? extra_stats
+                 : g_small_messages ? extra_small
+                                    : extra,
         .gate = gate,
         .prefetch = prefetch_hook,
         .batch_budget_ms = g_budget_ms,
@@ -275,6 +281,11 @@ static int64_t committed(struct fixture *fx, const char *topic)
     return committed_at(fx, topic, 0);
 }
 
+/* The first DLQ message's value length and dlq.value.truncated.from header ("" when none),
+ * as the last read_dlq found them. */
+static size_t g_dlq_first_len;
+static char g_dlq_cut_from[32];
+
 /* Reads the DLQ from the start; returns how many messages; the first one's reason header
  * into reason. */
 static int read_dlq(struct fixture *fx, char *reason, size_t reason_len, char *origin_offset,
@@ -311,6 +322,11 @@ static int read_dlq(struct fixture *fx, char *reason, size_t reason_len, char *o
                     snprintf(reason, reason_len, "%.*s", (int)vlen, (const char *)v);
                 if (rd_kafka_header_get_last(h, "dlq.origin.offset", &v, &vlen) == 0)
                     snprintf(origin_offset, olen, "%.*s", (int)vlen, (const char *)v);
+                g_dlq_cut_from[0] = '\0';
+                if (rd_kafka_header_get_last(h, "dlq.value.truncated.from", &v, &vlen) == 0)
+                    snprintf(g_dlq_cut_from, sizeof g_dlq_cut_from, "%.*s", (int)vlen,
+                             (const char *)v);
+                g_dlq_first_len = m->len;
             }
             n++;
         }
@@ -346,6 +362,36 @@ static void events_are_handled_dlqd_or_skipped_and_committed(void **state)
     assert_non_null(strstr(reason, "malformed event"));
     assert_string_equal(origin, "2");
     assert_int_equal(committed(fx, TOPIC), 4);
+}
+
+/* A malformed event too large for the DLQ producer (20,000 bytes against a
+ * message.max.bytes of 10,000): its first 4,096 bytes go to the DLQ with the whole length
+ * in a header, and the consumer goes on (before, it retried that produce for ever). */
+static void a_malformed_event_too_large_for_the_dlq_goes_there_cut(void **state)
+{
+    struct fixture *fx = *state;
+    struct recorder r = {0};
+    char reason[256], origin[32];
+    static char big[20000];
+
+    memset(big, 'x', sizeof big);
+    big[0] = '{';
+    produce(fx, big, sizeof big); /* offset 0: malformed, too large for the DLQ */
+    produce_create(fx, 100);      /* offset 1: handled */
+    g_small_messages = true;
+    struct kafka_consumer *kc = consumer(fx, &r);
+    g_small_messages = false;
+    poll_until(kc, &r, 1);
+    kafka_consumer_free(kc);
+
+    assert_int_equal(r.n, 1);
+    assert_int_equal(r.seen[0], 100);
+    assert_int_equal(read_dlq(fx, reason, sizeof reason, origin, sizeof origin), 1);
+    assert_non_null(strstr(reason, "malformed event"));
+    assert_string_equal(origin, "0");
+    assert_string_equal(g_dlq_cut_from, "20000");
+    assert_int_equal(g_dlq_first_len, 4096);
+    assert_int_equal(committed(fx, TOPIC), 2);
 }
 
 static void a_transient_failure_retries_the_same_event_first(void **state)
@@ -777,6 +823,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(events_are_handled_dlqd_or_skipped_and_committed, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(a_malformed_event_too_large_for_the_dlq_goes_there_cut,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(a_transient_failure_retries_the_same_event_first, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_final_failure_goes_to_the_dlq_and_on, setup, teardown),

@@ -37,6 +37,7 @@
 #define SEEK_TIMEOUT_MS 5000
 #define SEEK_RETRY_MS   1000 /* a failed seek back: when to try again */
 #define DLQ_FLUSH_MS    10000
+#define DLQ_CUT_BYTES   4096 /* a value too large for the DLQ: what of it goes there */
 #define ALIVE_AFTER_S   30
 #define WAITING_MAX     8192  /* events done whose offsets wait for the gate */
 #define GATE_FLUSH_MS   10000 /* revoke, close: how long to wait for the gate */
@@ -533,9 +534,17 @@ static void dlq_check_fatal(struct kafka_consumer *kc)
               NULL);
 }
 
-/* Writes a copy of m to the DLQ with the reason and its origin in headers, and waits for
- * the brokers to acknowledge it. Returns 0 once it is safely there. */
-static int send_to_dlq(struct kafka_consumer *kc, const rd_kafka_message_t *m, const char *reason)
+static bool too_large(rd_kafka_resp_err_t e)
+{
+    return e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
+           e == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE;
+}
+
+/* Writes a copy of m (its value cut to len bytes; cut_from: the whole value's length, or
+ * NULL when whole) to the DLQ with the reason and its origin in headers, and waits for the
+ * brokers to acknowledge it. */
+static rd_kafka_resp_err_t dlq_produce(struct kafka_consumer *kc, const rd_kafka_message_t *m,
+                                       const char *reason, size_t len, const char *cut_from)
 {
     char partition[16], offset[24];
     const char *origin_topic = rd_kafka_topic_name(m->rkt);
@@ -546,7 +555,7 @@ static int send_to_dlq(struct kafka_consumer *kc, const rd_kafka_message_t *m, c
     kc->dlq_done = 0;
     kc->dlq_err = RD_KAFKA_RESP_ERR_NO_ERROR;
     /* The array form of produce: the RD_KAFKA_V_* macros are GNU statement expressions. */
-    rd_kafka_vu_t vu[10];
+    rd_kafka_vu_t vu[11];
     memset(vu, 0, sizeof vu);
     vu[0].vtype = RD_KAFKA_VTYPE_TOPIC;
     vu[0].u.cstr = kc->dlq_topic;
@@ -557,7 +566,7 @@ static int send_to_dlq(struct kafka_consumer *kc, const rd_kafka_message_t *m, c
     vu[2].u.mem.size = m->key_len;
     vu[3].vtype = RD_KAFKA_VTYPE_VALUE;
     vu[3].u.mem.ptr = m->payload;
-    vu[3].u.mem.size = m->len;
+    vu[3].u.mem.size = len;
     const char *const names[5] = {"dlq.reason", "dlq.origin.topic", "dlq.origin.partition",
                                   "dlq.origin.offset", "dlq.service"};
     const char *const values[5] = {reason, origin_topic, partition, offset, "push-email"};
@@ -569,24 +578,50 @@ static int send_to_dlq(struct kafka_consumer *kc, const rd_kafka_message_t *m, c
     }
     vu[9].vtype = RD_KAFKA_VTYPE_OPAQUE;
     vu[9].u.ptr = (void *)kc->dlq_seq;
-    rd_kafka_error_t *error = rd_kafka_produceva(kc->dlq, vu, sizeof vu / sizeof vu[0]);
+    size_t nvu = 10;
+    if (cut_from != NULL) {
+        vu[10].vtype = RD_KAFKA_VTYPE_HEADER;
+        vu[10].u.header.name = "dlq.value.truncated.from";
+        vu[10].u.header.val = cut_from;
+        vu[10].u.header.size = -1;
+        nvu = 11;
+    }
+    rd_kafka_error_t *error = rd_kafka_produceva(kc->dlq, vu, nvu);
     if (error != NULL) {
+        rd_kafka_resp_err_t e = rd_kafka_error_code(error);
         log_write(LOG_ERROR, "DLQ produce failed", "error", rd_kafka_error_string(error), NULL);
         rd_kafka_error_destroy(error);
         dlq_check_fatal(kc);
-        return -1;
+        return e;
     }
     rd_kafka_flush(kc->dlq, DLQ_FLUSH_MS);
     if (!kc->dlq_done || kc->dlq_err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         log_write(LOG_ERROR, "DLQ delivery not confirmed", "error",
                   kc->dlq_done ? rd_kafka_err2str(kc->dlq_err) : "timed out", NULL);
         dlq_check_fatal(kc);
-        return -1;
+        return kc->dlq_done ? kc->dlq_err : RD_KAFKA_RESP_ERR__TIMED_OUT;
     }
     metric_counter_add(kc->m_dlq, 1);
     log_write(LOG_WARN, "event sent to the DLQ", "reason", reason, "partition", partition, "offset",
-              offset, NULL);
-    return 0;
+              offset, cut_from != NULL ? "value_truncated_from" : NULL, cut_from, NULL);
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* Writes a copy of m to the DLQ (dlq_produce) and returns 0 once it is safely there. A
+ * value too large for the DLQ (the copy's headers on top of a record near the source's
+ * size limit, or a DLQ topic with a lower max.message.bytes) would be refused forever and
+ * hold its partition: the DLQ then gets its first DLQ_CUT_BYTES with the whole length in
+ * header dlq.value.truncated.from; the whole record stays in the source topic, at the
+ * origin headers' partition and offset, until its retention. */
+static int send_to_dlq(struct kafka_consumer *kc, const rd_kafka_message_t *m, const char *reason)
+{
+    rd_kafka_resp_err_t e = dlq_produce(kc, m, reason, m->len, NULL);
+    if (too_large(e) && m->len > DLQ_CUT_BYTES) {
+        char whole[24];
+        snprintf(whole, sizeof whole, "%zu", m->len);
+        e = dlq_produce(kc, m, reason, DLQ_CUT_BYTES, whole);
+    }
+    return e == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
 }
 
 /* Seeks partition back to offset: 0 when done. librdkafka drops what it had fetched
