@@ -256,9 +256,10 @@ int main(int argc, char **argv)
     /* Every kind of email renders in every locale before anything waits for the database:
      * a configuration that would fail each email (a missing or broken template, a default
      * locale without templates, an unusable sender) stops the start here. */
-    struct notifier_config nc = {s.from, s.from_name, s.default_locale};
     const char *locales[64];
     size_t n_locales = file_templates_locales(templates, locales, 64);
+    struct notifier_config nc = {s.from, s.from_name, s.default_locale, locales,
+                                 n_locales < 64 ? n_locales : 64};
     struct notifier *probe =
         notifier_new((struct mail_sender){0}, (struct delivery_log){0},
                      file_templates_port(templates), system_notify_env_port(env), &nc);

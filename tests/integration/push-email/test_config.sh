@@ -42,10 +42,19 @@ copy() {
 
 expect_2 "Message-ID domain with an empty label" "PUSH_EMAIL_MESSAGE_ID_DOMAIN" \
     PUSH_EMAIL_MESSAGE_ID_DOMAIN=example..org
-expect_2 "default locale without templates" "default locale fr has no welcome.subject" \
+expect_2 "default locale without templates" "default locale fr has no fields file" \
     PUSH_EMAIL_DEFAULT_LOCALE=fr
 copy && rm "$WORK/t/en/welcome.html"
-expect_2 "a kind without its HTML part" "template en/welcome.html is missing" \
+expect_2 "a kind without its HTML part" "locale en has only 2 of welcome.subject" \
+    PUSH_EMAIL_TEMPLATES_DIR="$WORK/t"
+copy && rm "$WORK/t/es/password_changed.txt"
+expect_2 "a half-translated kind in another locale" "locale es has only 2 of password_changed" \
+    PUSH_EMAIL_TEMPLATES_DIR="$WORK/t"
+copy && rm "$WORK/t/pt-BR/fields"
+expect_2 "a locale without its field labels" "locale pt-BR has no fields file" \
+    PUSH_EMAIL_TEMPLATES_DIR="$WORK/t"
+copy && sed -i 's/{{full_name}}/{{ful_name}}/' "$WORK/t/es/welcome.txt"
+expect_2 "a typo in a variable name" "unknown variable {{ful_name}}" \
     PUSH_EMAIL_TEMPLATES_DIR="$WORK/t"
 copy && printf 'Hola {{#changes}}{{label}}\n' > "$WORK/t/es/profile_changed.txt"
 expect_2 "a template with an unclosed section" "profile_changed email in locale es" \

@@ -187,6 +187,8 @@ static const struct delivery_log_ops fake_log_ops = {
 };
 
 /* --- fake templates: en complete, pt-BR only for welcome --------------------------------- */
+static bool g_typo;      /* en's welcome.txt says {{ful_name}} */
+static bool g_pt_fields; /* pt-BR has a fields file */
 static const char *ft_get(void *self, const char *locale, const char *name)
 {
     (void)self;
@@ -194,7 +196,7 @@ static const char *ft_get(void *self, const char *locale, const char *name)
         {"welcome.subject", "Welcome, {{full_name}}"},
         {"welcome.txt", "Hello {{full_name}}"},
         {"welcome.html", "<p>Hello {{full_name}}</p>"},
-        {"profile_changed.subject", "Your profile changed"},
+        {"profile_changed.subject", "{{#changes}}{{label}}: {{old}} -> {{new}}{{/changes}}"},
         {"profile_changed.txt", "{{#changes}}{{label}}: {{old}} -> {{new}}\n{{/changes}}"},
         {"profile_changed.html", "<ul>{{#changes}}<li>{{label}}</li>{{/changes}}</ul>"},
         {"email_changed_old.subject", "Your email changed"},
@@ -209,13 +211,20 @@ static const char *ft_get(void *self, const char *locale, const char *name)
         {"account_deleted.subject", "Goodbye {{username}}"},
         {"account_deleted.txt", "bye"},
         {"account_deleted.html", "<p>bye</p>"},
-        {"fields", "full_name=Full name\nemail=Email\n"},
+        {"fields", "full_name=Full name\nemail=Email\nlocale=Language\n"
+                   "locale.pt-BR=Portuguese (Brazil)\n"},
     };
     static const char *const pt[][2] = {
         {"welcome.subject", "Bem-vindo, {{full_name}}"},
         {"welcome.txt", "Ola {{full_name}}"},
         {"welcome.html", "<p>Ola {{full_name}}</p>"},
+        /* half a kind: a locale without all three files falls back as a whole */
+        {"account_deleted.subject", "Adeus {{username}}"},
     };
+    if (g_pt_fields && strcmp(locale, "pt-BR") == 0 && strcmp(name, "fields") == 0)
+        return "full_name=Nome\n";
+    if (g_typo && strcmp(locale, "en") == 0 && strcmp(name, "welcome.txt") == 0)
+        return "Hello {{ful_name}}";
     if (strcmp(locale, "en") == 0) {
         for (size_t i = 0; i < sizeof en / sizeof en[0]; i++) {
             if (strcmp(en[i][0], name) == 0)
@@ -258,7 +267,8 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *fx = calloc(1, sizeof *fx);
-    struct notifier_config cfg = {"no-reply@cdc-notify.example", "cdc-notify", "en"};
+    static const char *const locales[] = {"en", "es", "pt-BR"};
+    struct notifier_config cfg = {"no-reply@cdc-notify.example", "cdc-notify", "en", locales, 3};
     if (fx == NULL)
         return -1;
     fx->sender.log = &fx->log;
@@ -448,6 +458,73 @@ static void locale_falls_back_by_case_language_and_default(void **state)
     image(&e.after, "zed@example.com", "Zed", "xx-YY");
     assert_int_equal(notifier_handle(fx->n, &e, &rep), NOTIFY_DONE);
     assert_non_null(strstr(fx->sender.data[2], "Subject: Welcome, Zed\r\n"));
+
+    /* pt-PT and pt have no templates: pt-BR, the same language, before English. */
+    const char *const pts[] = {"pt-PT", "pt"};
+    for (size_t i = 0; i < 2; i++) {
+        struct user_change p = change(CHANGE_CREATE, 500 + (long)i);
+        p.has_after = true;
+        image(&p.after, "rui@example.com", "Rui", pts[i]);
+        assert_int_equal(notifier_handle(fx->n, &p, &rep), NOTIFY_DONE);
+        assert_non_null(strstr(fx->sender.data[3 + i], "Subject: Bem-vindo, Rui\r\n"));
+    }
+}
+
+/* A locale value in another case (pt-br) is still named in the locale's words. */
+static void a_locale_value_is_named_whatever_its_case(void **state)
+{
+    struct fixture *fx = *state;
+    struct notify_report rep;
+    struct user_change c = change(CHANGE_UPDATE, 600);
+    c.has_before = c.has_after = true;
+    image(&c.before, "ana@example.com", "Ana", "en");
+    image(&c.after, "ana@example.com", "Ana", "pt-br");
+    snprintf(c.after.locale, sizeof c.after.locale, "pt-br");
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_DONE);
+    assert_int_equal(fx->sender.n_sent, 1);
+    /* the fake profile_changed.subject lists the changes (the bodies are base64) */
+    assert_non_null(strstr(fx->sender.data[0], "Subject: Language: en -> Portuguese (Brazil)\r\n"));
+}
+
+/* A template that names a variable nobody has (a typo) is an error, not a blank: the
+ * start-up self-check refuses it, and a send would not go out with the gap. */
+static void a_typo_in_a_variable_name_is_an_error(void **state)
+{
+    struct fixture *fx = *state;
+    struct notify_report rep;
+    char err[256];
+    static const char *const locales[] = {"en", "pt-BR"};
+
+    g_typo = true;
+    int checked = notifier_selfcheck(fx->n, locales, 2, err, sizeof err);
+    struct user_change c = change(CHANGE_CREATE, 700);
+    c.has_after = true;
+    image(&c.after, "ana@example.com", "Ana", "en");
+    enum notify_outcome o = notifier_handle(fx->n, &c, &rep);
+    g_typo = false;
+    assert_int_equal(checked, -1);
+    assert_non_null(strstr(err, "unknown variable {{ful_name}}"));
+    assert_int_equal(o, NOTIFY_RETRY);
+    assert_int_equal(fx->sender.n_sent, 0);
+}
+
+/* The self-check refuses a locale with only some files of a kind (pt-BR here has
+ * account_deleted.subject alone) and a locale without its fields file. */
+static void the_selfcheck_refuses_half_a_kind_and_no_fields(void **state)
+{
+    struct fixture *fx = *state;
+    char err[256];
+    static const char *const en[] = {"en"};
+    static const char *const with_pt[] = {"en", "pt-BR"};
+
+    assert_int_equal(notifier_selfcheck(fx->n, en, 1, err, sizeof err), 0);
+    assert_int_equal(notifier_selfcheck(fx->n, with_pt, 2, err, sizeof err), -1);
+    assert_non_null(strstr(err, "locale pt-BR has no fields file"));
+    g_pt_fields = true;
+    int half = notifier_selfcheck(fx->n, with_pt, 2, err, sizeof err);
+    g_pt_fields = false;
+    assert_int_equal(half, -1);
+    assert_non_null(strstr(err, "locale pt-BR has only 1 of account_deleted.subject"));
 }
 
 static void transient_failure_retries_and_sends_nothing_twice(void **state)
@@ -566,6 +643,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(each_send_waits_for_the_marks_before_it, setup, teardown),
         cmocka_unit_test_setup_teardown(prefetch_asks_for_every_email_of_the_batch, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_locale_value_is_named_whatever_its_case, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_typo_in_a_variable_name_is_an_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_selfcheck_refuses_half_a_kind_and_no_fields, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(locale_falls_back_by_case_language_and_default, setup,
                                         teardown),

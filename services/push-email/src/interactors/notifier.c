@@ -33,6 +33,10 @@
 #include "entities/template.h"
 #include "interactors/notify_rules.h"
 
+#define NOTIFIER_LOCALES_MAX 32
+#define LOCALE_LEN           40
+#define LOCALE_CANDIDATES    5
+
 struct notifier {
     /* Scratch for the emails of the change in hand (about 140 KiB): allocated once, as a
      * fresh allocation per event costs an mmap, page faults and a munmap. One notifier
@@ -46,6 +50,8 @@ struct notifier {
     struct template_store templates;
     struct notify_env env;
     struct notifier_config cfg;
+    char known[NOTIFIER_LOCALES_MAX][LOCALE_LEN]; /* cfg.locales, copied */
+    size_t n_known;
 };
 
 struct notifier *notifier_new(struct mail_sender sender, struct delivery_log log,
@@ -72,6 +78,12 @@ struct notifier *notifier_new(struct mail_sender sender, struct delivery_log log
     n->cfg = *cfg;
     if (n->cfg.default_locale == NULL)
         n->cfg.default_locale = "en";
+    for (size_t i = 0; cfg->locales != NULL && i < cfg->n_locales; i++) {
+        if (n->n_known < NOTIFIER_LOCALES_MAX && strlen(cfg->locales[i]) < LOCALE_LEN)
+            snprintf(n->known[n->n_known++], LOCALE_LEN, "%s", cfg->locales[i]);
+    }
+    n->cfg.locales = NULL; /* not kept: copied into known */
+    n->cfg.n_locales = 0;
     return n;
 }
 
@@ -95,55 +107,83 @@ void notifier_free(struct notifier *n)
     free(n);
 }
 
-/* The locales to try for a person's locale, best first: as given, canonical case
- * (pt-br -> pt-BR), the language alone (pt), then the default. */
-static size_t locale_candidates(const char *locale, const char *def, char out[4][40])
+/* locale in canonical case into canon (LOCALE_LEN): language lower case, a 2-letter
+ * region upper case, a 4-letter script title case (pt-br -> pt-BR, zh-hant-tw ->
+ * zh-Hant-TW). False when it does not fit. */
+static bool locale_canonical(const char *locale, char canon[LOCALE_LEN])
 {
-    size_t n = 0;
-    char canon[40];
     size_t len = strlen(locale);
+    size_t part = 0, start = 0;
 
-    if (len > 0 && len < sizeof canon) {
-        snprintf(out[n++], 40, "%s", locale);
-        size_t part = 0, start = 0;
-        for (size_t i = 0; i <= len; i++) {
-            if (locale[i] != '-' && locale[i] != '\0')
-                continue;
-            size_t plen = i - start;
-            for (size_t k = start; k < i; k++) {
-                char ch = locale[k];
-                bool upper = part > 0 && plen == 2;
-                bool title = part > 0 && plen == 4 && k == start;
-                if ((upper || title) && ch >= 'a' && ch <= 'z')
-                    ch = (char)(ch - 'a' + 'A');
-                else if (!upper && !title && ch >= 'A' && ch <= 'Z')
-                    ch = (char)(ch - 'A' + 'a');
-                canon[k] = ch;
-            }
-            canon[i] = locale[i];
-            part++;
-            start = i + 1;
+    if (len >= LOCALE_LEN)
+        return false;
+    for (size_t i = 0; i <= len; i++) {
+        if (locale[i] != '-' && locale[i] != '\0')
+            continue;
+        size_t plen = i - start;
+        for (size_t k = start; k < i; k++) {
+            char ch = locale[k];
+            bool upper = part > 0 && plen == 2;
+            bool title = part > 0 && plen == 4 && k == start;
+            if ((upper || title) && ch >= 'a' && ch <= 'z')
+                ch = (char)(ch - 'a' + 'A');
+            else if (!upper && !title && ch >= 'A' && ch <= 'Z')
+                ch = (char)(ch - 'A' + 'a');
+            canon[k] = ch;
         }
-        if (strcmp(canon, out[0]) != 0)
-            snprintf(out[n++], 40, "%s", canon);
-        size_t lang = strcspn(canon, "-");
-        if (lang < len)
-            snprintf(out[n++], 40, "%.*s", (int)lang, canon);
+        canon[i] = locale[i];
+        part++;
+        start = i + 1;
     }
-    snprintf(out[n++], 40, "%s", def);
-    return n;
+    return true;
 }
 
-/* The locale whose templates exist for kind; NULL when not even the default has them. */
-static const char *pick_locale(struct notifier *n, const char *locale, const char *kind,
-                               char cands[4][40])
+/* The locales to try for a person's locale, best first: as given, canonical case
+ * (pt-br -> pt-BR), the language alone (pt), the first known locale of that language
+ * (pt-PT -> pt-BR), then the default. */
+static size_t locale_candidates(const struct notifier *n, const char *locale,
+                                char out[LOCALE_CANDIDATES][LOCALE_LEN])
 {
-    char name[64];
-    size_t nc = locale_candidates(locale, n->cfg.default_locale, cands);
+    size_t k = 0;
+    char canon[LOCALE_LEN];
 
-    snprintf(name, sizeof name, "%s.subject", kind);
+    if (locale[0] != '\0' && locale_canonical(locale, canon)) {
+        snprintf(out[k++], LOCALE_LEN, "%s", locale);
+        if (strcmp(canon, out[0]) != 0)
+            snprintf(out[k++], LOCALE_LEN, "%s", canon);
+        size_t lang = strcspn(canon, "-");
+        if (canon[lang] != '\0')
+            snprintf(out[k++], LOCALE_LEN, "%.*s", (int)lang, canon);
+        for (size_t i = 0; i < n->n_known; i++) {
+            char known[LOCALE_LEN];
+            if (locale_canonical(n->known[i], known) && strncmp(known, canon, lang) == 0 &&
+                known[lang] == '-') {
+                snprintf(out[k++], LOCALE_LEN, "%s", n->known[i]);
+                break;
+            }
+        }
+    }
+    snprintf(out[k++], LOCALE_LEN, "%s", n->cfg.default_locale);
+    return k;
+}
+
+/* The locale that has all three templates of kind (a locale lacking one of them falls
+ * back as a whole, so that one email is in one language); NULL when not even the default
+ * has them. */
+static const char *pick_locale(struct notifier *n, const char *locale, const char *kind,
+                               char cands[LOCALE_CANDIDATES][LOCALE_LEN])
+{
+    static const char *const suffix[3] = {"subject", "txt", "html"};
+    char name[64];
+    size_t nc = locale_candidates(n, locale, cands);
+
     for (size_t i = 0; i < nc; i++) {
-        if (n->templates.ops->get(n->templates.self, cands[i], name) != NULL)
+        size_t have = 0;
+        for (size_t s = 0; s < 3; s++) {
+            snprintf(name, sizeof name, "%s.%s", kind, suffix[s]);
+            have += n->templates.ops->get(n->templates.self, cands[i], name) != NULL;
+        }
+        if (have == 3)
             return cands[i];
     }
     return NULL;
@@ -158,6 +198,7 @@ struct render_ctx {
     char value_buf[2][160]; /* a status or locale value in the locale's words (old, new) */
     const char *old_email;
     const char *new_email;
+    char unknown[48]; /* the first name no template variable has (a typo): an error */
 };
 
 /* The label of key in the locale's "fields" file into buf; the key itself when absent. */
@@ -196,6 +237,8 @@ static const char *var_get(void *ctx, const char *name)
         return rc->new_email;
     if (strcmp(name, "app_name") == 0)
         return "cdc-notify";
+    if (rc->unknown[0] == '\0')
+        snprintf(rc->unknown, sizeof rc->unknown, "%s", name);
     return NULL;
 }
 
@@ -206,8 +249,13 @@ static const char *value_label(struct render_ctx *rc, const struct field_change 
 {
     char key[80];
 
+    char canon[LOCALE_LEN];
+    const char *lookup = value;
+    if (fc->field == UF_LOCALE && locale_canonical(value, canon))
+        lookup = canon; /* pt-br finds locale.pt-BR */
     if ((fc->field != UF_STATUS && fc->field != UF_LOCALE) ||
-        (size_t)snprintf(key, sizeof key, "%s.%s", user_field_name(fc->field), value) >= sizeof key)
+        (size_t)snprintf(key, sizeof key, "%s.%s", user_field_name(fc->field), lookup) >=
+            sizeof key)
         return value;
     label(rc->labels, key, buf, 160);
     return strcmp(buf, key) == 0 ? value : buf;
@@ -247,7 +295,7 @@ static int compose(struct notifier *n, const struct notification *note, const st
                    char **data, size_t *len, char *reason, size_t reason_len)
 {
     const char *kind = notification_kind_name(note->kind);
-    char cands[4][40];
+    char cands[LOCALE_CANDIDATES][LOCALE_LEN];
     char name[64], err[128], message_id[160];
     char *parts[3] = {NULL, NULL, NULL};
     static const char *const suffix[3] = {"subject", "txt", "html"};
@@ -264,6 +312,8 @@ static int compose(struct notifier *n, const struct notification *note, const st
     memset(&rc, 0, sizeof rc);
     rc.note = note;
     rc.labels = n->templates.ops->get(n->templates.self, locale, "fields");
+    if (rc.labels == NULL) /* labels from the default locale rather than field names */
+        rc.labels = n->templates.ops->get(n->templates.self, n->cfg.default_locale, "fields");
     (void)label(rc.labels, "not_set", rc.not_set, sizeof rc.not_set);
     if (strcmp(rc.not_set, "not_set") == 0)
         snprintf(rc.not_set, sizeof rc.not_set, "-");
@@ -275,11 +325,17 @@ static int compose(struct notifier *n, const struct notification *note, const st
         snprintf(name, sizeof name, "%s.%s", kind, suffix[i]);
         const char *tmpl = n->templates.ops->get(n->templates.self, locale, name);
         if (tmpl == NULL) {
-            snprintf(reason, reason_len, "template %s/%s is missing", locale, name);
+            snprintf(reason, reason_len, "template %.40s/%.60s is missing", locale, name);
             goto out;
         }
         if (template_render(tmpl, esc[i], &vars, &parts[i], err, sizeof err) != 0) {
             snprintf(reason, reason_len, "template %.40s/%.40s: %.60s", locale, name, err);
+            goto out;
+        }
+        if (rc.unknown[0] != '\0') {
+            /* Caught by the start-up self-check: a typo would otherwise go out as a gap. */
+            snprintf(reason, reason_len, "template %.40s/%.40s: unknown variable {{%.48s}}", locale,
+                     name, rc.unknown);
             goto out;
         }
     }
@@ -338,13 +394,26 @@ int notifier_selfcheck(struct notifier *n, const char *const *locales, size_t co
     snprintf(c.after.email, sizeof c.after.email, "new@example.org");
     for (size_t i = 0; i <= count; i++) {
         const char *locale = i < count ? locales[i] : n->cfg.default_locale;
+        if (n->templates.ops->get(n->templates.self, locale, "fields") == NULL) {
+            snprintf(err, errlen, "%slocale %s has no fields file", i < count ? "" : "default ",
+                     locale);
+            return -1;
+        }
         for (int k = 0; k < NOTIFY_KINDS; k++) {
+            static const char *const suffix[3] = {"subject", "txt", "html"};
             const char *kind = notification_kind_name((enum notification_kind)k);
-            snprintf(name, sizeof name, "%s.subject", kind);
-            if (n->templates.ops->get(n->templates.self, locale, name) == NULL) {
-                if (i < count)
-                    continue; /* this locale leaves this kind to its fallbacks */
-                snprintf(err, errlen, "default locale %s has no %s template", locale, name);
+            size_t have = 0;
+            for (size_t s = 0; s < 3; s++) {
+                snprintf(name, sizeof name, "%s.%s", kind, suffix[s]);
+                have += n->templates.ops->get(n->templates.self, locale, name) != NULL;
+            }
+            if (have == 0 && i < count)
+                continue; /* this locale leaves this kind to its fallbacks */
+            if (have < 3) {
+                /* A half-translated kind is a mistake in the files: stop here rather than
+                 * mail these people in the default language without a word. */
+                snprintf(err, errlen, "locale %s has only %zu of %s.subject, %s.txt, %s.html",
+                         locale, have, kind, kind, kind);
                 return -1;
             }
             char *data = NULL;

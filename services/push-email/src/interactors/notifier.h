@@ -15,6 +15,10 @@ struct notifier_config {
     const char *from_addr;      /* envelope and header From */
     const char *from_name;      /* display name, may be NULL */
     const char *default_locale; /* "en": used when a locale has no template */
+    /* The locales that have templates (may be NULL): a person whose locale and language
+     * have none gets one of the same language before the default (pt-PT -> pt-BR). */
+    const char *const *locales;
+    size_t n_locales;
 };
 
 enum notify_outcome {
