@@ -661,6 +661,47 @@ static void the_lag_gauge_counts_what_is_not_committed(void **state)
     assert_int_equal(lag, 3);
 }
 
+/* A paused partition is not fetched, so librdkafka's idea of its end stands still; the
+ * gauge asks the broker instead: events that arrive during an outage count. Two events
+ * committed, the third refused for a minute (paused), four more produced: lag 5. */
+static void the_lag_gauge_grows_while_a_partition_is_paused(void **state)
+{
+    struct fixture *fx = *state;
+    struct recorder r = {0};
+    struct metrics *m = metrics_new();
+    assert_non_null(m);
+
+    for (int i = 1; i <= 3; i++)
+        produce_create(fx, 100 * i);
+    r.refuse_pos = 300;
+    r.refuse_times = 1000;
+    g_metrics = m;
+    g_fast_stats = true;
+    g_retry_ms = 60000;
+    struct kafka_consumer *kc = consumer(fx, &r);
+    g_metrics = NULL;
+    g_fast_stats = false;
+    g_retry_ms = 0;
+    unsigned long long lag = 0;
+    time_t deadline = time(NULL) + 20;
+    while (lag != 1 && time(NULL) < deadline) {
+        kafka_consumer_poll_once(kc, 100);
+        lag = counter_value(m, "push_email_consumer_lag");
+    }
+    assert_int_equal(lag, 1); /* 300 waits */
+    for (int i = 4; i <= 7; i++)
+        produce_create(fx, 100 * i);
+    deadline = time(NULL) + 20;
+    while (lag != 5 && time(NULL) < deadline) {
+        kafka_consumer_poll_once(kc, 100);
+        lag = counter_value(m, "push_email_consumer_lag");
+    }
+    kafka_consumer_free(kc);
+    metrics_free(m);
+    assert_int_equal(r.n, 3); /* nothing after 300 was handled: the partition waits */
+    assert_int_equal(lag, 5);
+}
+
 static bool seen_by(const struct recorder *r, long pos)
 {
     for (size_t i = 0; i < r->n; i++)
@@ -840,6 +881,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(a_rebalance_hands_over_without_losses, setup, teardown),
         cmocka_unit_test_setup_teardown(the_lag_gauge_counts_what_is_not_committed, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(the_lag_gauge_grows_while_a_partition_is_paused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_paused_partition_given_back_is_read_again, setup,
                                         teardown),

@@ -36,6 +36,7 @@
 #define STR(x)          STR_(x)
 #define SEEK_TIMEOUT_MS 5000
 #define SEEK_RETRY_MS   1000 /* a failed seek back: when to try again */
+#define LAG_QUERY_MS    1000 /* a paused partition's end offset: how long to wait */
 #define DLQ_FLUSH_MS    10000
 #define DLQ_CUT_BYTES   4096 /* a value too large for the DLQ: what of it goes there */
 #define ALIVE_AFTER_S   30
@@ -66,10 +67,11 @@ struct waiting_offset {
 struct partition_state {
     bool assigned; /* ours now: messages of a partition revoked meanwhile are dropped */
     bool paused;
-    bool need_seek;      /* the seek back to want_offset failed: resume_due tries again */
-    bool resought;       /* read past want_offset once and sought back again */
-    int64_t want_offset; /* while recovering: the offset that must come next, else -1 */
-    uint64_t seek_batch; /* the batch in which the partition was sought back */
+    bool need_seek;          /* the seek back to want_offset failed: resume_due tries again */
+    bool resought;           /* read past want_offset once and sought back again */
+    int64_t want_offset;     /* while recovering: the offset that must come next, else -1 */
+    uint64_t seek_batch;     /* the batch in which the partition was sought back */
+    int64_t stats_committed; /* paused: its committed offset in the last statistics */
     int64_t resume_at_ms;
     unsigned attempt;
 };
@@ -88,6 +90,8 @@ struct kafka_consumer {
     int64_t batch_budget_ms;
     struct parsed_event *parsed; /* BATCH_MAX, reused */
     uint64_t batch_no;           /* batches taken so far */
+    long long lag_fetched;       /* on_stats: the lag of the partitions being fetched */
+    bool lag_due;                /* on_stats saw paused partitions: lag_of_paused() */
     struct partition_state parts[MAX_PARTITIONS];
     struct kafka_offset_gate gate;  /* all NULL without a gate */
     struct waiting_offset *waiting; /* ring of WAITING_MAX, oldest at waiting_head */
@@ -236,20 +240,58 @@ static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
         cJSON_GetObjectItemCaseSensitive(root, "topics"), kc->topic);
     const cJSON *p;
     long long lag = 0;
+    bool paused = false;
 
     cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(topic, "partitions"))
     {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(p, "partition");
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, "consumer_lag"); /* -1: unknown */
-        if (!cJSON_IsNumber(id) || !cJSON_IsNumber(v) || v->valuedouble <= 0)
+        const cJSON *committed = cJSON_GetObjectItemCaseSensitive(p, "committed_offset");
+        if (!cJSON_IsNumber(id))
             continue;
-        const struct partition_state *ps = part(kc, (int32_t)id->valuedouble);
-        if (ps != NULL && ps->assigned)
+        struct partition_state *ps = part(kc, (int32_t)id->valuedouble);
+        if (ps == NULL || !ps->assigned)
+            continue;
+        if (ps->paused) {
+            /* Not fetched while paused, so librdkafka's end offset for it stands still:
+             * during an SMTP outage the lag would look flat. The loop asks the broker. */
+            ps->stats_committed = cJSON_IsNumber(committed) ? (int64_t)committed->valuedouble : -1;
+            paused = true;
+        } else if (cJSON_IsNumber(v) && v->valuedouble > 0) {
             lag += (long long)v->valuedouble;
+        }
     }
     cJSON_Delete(root);
-    metric_gauge_set(kc->m_lag, lag);
+    if (paused) {
+        kc->lag_fetched = lag;
+        kc->lag_due = true; /* lag_of_paused() adds the paused partitions' */
+    } else {
+        metric_gauge_set(kc->m_lag, lag);
+    }
     return 0; /* librdkafka frees json */
+}
+
+/* Completes the lag gauge after statistics with paused partitions: their end offsets from
+ * the broker (a ListOffsets round trip each, at most every statistics.interval.ms and only
+ * while partitions are paused) minus what is committed. */
+static void lag_of_paused(struct kafka_consumer *kc)
+{
+    long long lag = kc->lag_fetched;
+
+    if (!kc->lag_due)
+        return;
+    kc->lag_due = false;
+    for (int32_t p = 0; p < MAX_PARTITIONS; p++) {
+        const struct partition_state *ps = &kc->parts[p];
+        int64_t lo = -1, hi = -1;
+        if (!ps->assigned || !ps->paused || ps->stats_committed < 0)
+            continue;
+        if (rd_kafka_query_watermark_offsets(kc->rk, kc->topic, p, &lo, &hi, LAG_QUERY_MS) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            hi > ps->stats_committed)
+            lag += hi - ps->stats_committed;
+    }
+    metric_gauge_set(kc->m_lag, lag);
 }
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -845,6 +887,7 @@ void kafka_consumer_poll_once(struct kafka_consumer *kc, int timeout_ms)
     atomic_store(&kc->last_poll_s, (long long)time(NULL));
     drain_waiting(kc);
     resume_due(kc);
+    lag_of_paused(kc);
     rd_kafka_poll(kc->dlq, 0);
     rd_kafka_message_t *m = rd_kafka_consumer_poll(kc->rk, timeout_ms);
     if (m == NULL)
