@@ -145,6 +145,27 @@ static void update_without_visible_change_sends_nothing(void **state)
     assert_int_equal(notify_rules(&c, out), 0);
 }
 
+/* An address whose lines only went from CRLF to LF ends reads the same: no email. A real
+ * change of a multi-line address is listed with LF line ends. */
+static void address_line_ends_alone_are_no_change(void **state)
+{
+    struct user_change c;
+    struct notification out[NOTIFY_MAX_PER_CHANGE];
+    (void)state;
+
+    update(&c);
+    copy(c.before.address, sizeof c.before.address, "1 Main St\r\nFlat 2");
+    copy(c.after.address, sizeof c.after.address, "1 Main St\nFlat 2");
+    assert_int_equal(notify_rules(&c, out), 0);
+
+    copy(c.after.address, sizeof c.after.address, "1 Main St\nFlat 3");
+    assert_int_equal(notify_rules(&c, out), 1);
+    const struct field_change *fc = find_change(&out[0], UF_ADDRESS);
+    assert_non_null(fc);
+    assert_string_equal(fc->old_value, "1 Main St\nFlat 2");
+    assert_string_equal(fc->new_value, "1 Main St\nFlat 3");
+}
+
 /* Each visible field other than email and password, changed alone: one profile email to
  * after.email listing exactly that field with its old and new display values. */
 static void each_single_field_change_lists_it(void **state)
@@ -429,6 +450,7 @@ int main(void)
         cmocka_unit_test(delete_sends_account_deleted_to_before_email),
         cmocka_unit_test(snapshot_and_truncate_send_nothing),
         cmocka_unit_test(update_without_visible_change_sends_nothing),
+        cmocka_unit_test(address_line_ends_alone_are_no_change),
         cmocka_unit_test(each_single_field_change_lists_it),
         cmocka_unit_test(set_and_cleared_values_display_empty),
         cmocka_unit_test(email_change_notifies_old_and_new_address),

@@ -44,9 +44,17 @@ static void field_display(const struct user_image *u, enum user_field_id f, char
     case UF_FULL_NAME:
         copy_str(out, outlen, u->full_name);
         break;
-    case UF_ADDRESS:
-        copy_str(out, outlen, u->address);
+    case UF_ADDRESS: {
+        /* Multi-line: CRLF and LF line ends read the same to a person, so they compare
+         * the same (no email for a change of line ends only). */
+        size_t k = 0;
+        for (const char *p = u->address; *p != '\0' && k + 1 < outlen; p++) {
+            if (!(p[0] == '\r' && p[1] == '\n'))
+                out[k++] = *p;
+        }
+        out[k] = '\0';
         break;
+    }
     case UF_DATE_OF_BIRTH:
         if (u->has_date_of_birth) {
             char d[16];
