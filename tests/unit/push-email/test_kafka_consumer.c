@@ -629,6 +629,36 @@ static unsigned long long counter_value(const struct metrics *m, const char *nam
     return v;
 }
 
+/* A consumer that refuses the event at binlog position 300 for a minute (its partition
+ * paused), with statistics every 200 ms into m. */
+static struct kafka_consumer *lag_consumer(struct fixture *fx, struct recorder *r,
+                                           struct metrics *m)
+{
+    r->refuse_pos = 300;
+    r->refuse_times = 1000;
+    g_metrics = m;
+    g_fast_stats = true;
+    g_retry_ms = 60000;
+    struct kafka_consumer *kc = consumer(fx, r);
+    g_metrics = NULL;
+    g_fast_stats = false;
+    g_retry_ms = 0;
+    return kc;
+}
+
+/* Polls until the lag gauge reads want or 20 s pass; returns the last reading. */
+static unsigned long long poll_until_lag(struct kafka_consumer *kc, struct metrics *m,
+                                         unsigned long long want)
+{
+    unsigned long long lag = counter_value(m, "push_email_consumer_lag");
+    time_t deadline = time(NULL) + 20;
+    while (lag != want && time(NULL) < deadline) {
+        kafka_consumer_poll_once(kc, 100);
+        lag = counter_value(m, "push_email_consumer_lag");
+    }
+    return lag;
+}
+
 /* The consumer-lag gauge: what the group has not committed yet on the partitions this
  * member holds. Five events, the third refused for a minute: two committed, lag 3. */
 static void the_lag_gauge_counts_what_is_not_committed(void **state)
@@ -640,21 +670,8 @@ static void the_lag_gauge_counts_what_is_not_committed(void **state)
 
     for (int i = 1; i <= 5; i++)
         produce_create(fx, 100 * i);
-    r.refuse_pos = 300;
-    r.refuse_times = 1000;
-    g_metrics = m;
-    g_fast_stats = true;
-    g_retry_ms = 60000;
-    struct kafka_consumer *kc = consumer(fx, &r);
-    g_metrics = NULL;
-    g_fast_stats = false;
-    g_retry_ms = 0;
-    unsigned long long lag = 0;
-    time_t deadline = time(NULL) + 20;
-    while (lag != 3 && time(NULL) < deadline) {
-        kafka_consumer_poll_once(kc, 100);
-        lag = counter_value(m, "push_email_consumer_lag");
-    }
+    struct kafka_consumer *kc = lag_consumer(fx, &r, m);
+    unsigned long long lag = poll_until_lag(kc, m, 3);
     kafka_consumer_free(kc);
     metrics_free(m);
     assert_int_equal(r.n, 3); /* 100, 200, then 300 refused: the partition waits */
@@ -673,29 +690,12 @@ static void the_lag_gauge_grows_while_a_partition_is_paused(void **state)
 
     for (int i = 1; i <= 3; i++)
         produce_create(fx, 100 * i);
-    r.refuse_pos = 300;
-    r.refuse_times = 1000;
-    g_metrics = m;
-    g_fast_stats = true;
-    g_retry_ms = 60000;
-    struct kafka_consumer *kc = consumer(fx, &r);
-    g_metrics = NULL;
-    g_fast_stats = false;
-    g_retry_ms = 0;
-    unsigned long long lag = 0;
-    time_t deadline = time(NULL) + 20;
-    while (lag != 1 && time(NULL) < deadline) {
-        kafka_consumer_poll_once(kc, 100);
-        lag = counter_value(m, "push_email_consumer_lag");
-    }
+    struct kafka_consumer *kc = lag_consumer(fx, &r, m);
+    unsigned long long lag = poll_until_lag(kc, m, 1);
     assert_int_equal(lag, 1); /* 300 waits */
     for (int i = 4; i <= 7; i++)
         produce_create(fx, 100 * i);
-    deadline = time(NULL) + 20;
-    while (lag != 5 && time(NULL) < deadline) {
-        kafka_consumer_poll_once(kc, 100);
-        lag = counter_value(m, "push_email_consumer_lag");
-    }
+    lag = poll_until_lag(kc, m, 5);
     kafka_consumer_free(kc);
     metrics_free(m);
     assert_int_equal(r.n, 3); /* nothing after 300 was handled: the partition waits */
