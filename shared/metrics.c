@@ -345,6 +345,11 @@ void metric_counter_add(struct metric_counter *c, uint64_t v)
         atomic_fetch_add_explicit(&c->value, v, memory_order_relaxed);
 }
 
+uint64_t metric_counter_value(const struct metric_counter *c)
+{
+    return c == NULL ? 0 : atomic_load_explicit(&c->value, memory_order_relaxed);
+}
+
 void metric_gauge_set(struct metric_gauge *g, int64_t v)
 {
     if (g != NULL)

@@ -31,6 +31,8 @@ void metric_counter_add(struct metric_counter *c, uint64_t v);
 void metric_gauge_set(struct metric_gauge *g, int64_t v);
 void metric_gauge_add(struct metric_gauge *g, int64_t v);
 void metric_histogram_observe(struct metric_histogram *h, double v);
+/* The counter's current value (0 for NULL). */
+uint64_t metric_counter_value(const struct metric_counter *c);
 
 /* Renders the Prometheus text exposition format (version 0.0.4) into a malloc'd string
  * the caller frees. NULL when out of memory. */

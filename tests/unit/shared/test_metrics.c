@@ -40,6 +40,8 @@ static void small_registry_renders_exactly(void **state)
     metric_counter_add(get200, 3);
     metric_counter_add(get200, 2);
     metric_counter_add(post500, 1);
+    assert_int_equal(metric_counter_value(get200), 5);
+    assert_int_equal(metric_counter_value(NULL), 0);
     metric_gauge_set(inflight, 10);
     metric_gauge_add(inflight, -12);
     metric_histogram_observe(lat, 0.05);

@@ -19,6 +19,7 @@
 #include "transport/kafka_consumer.h"
 
 #include <cjson/cJSON.h>
+#include <inttypes.h>
 #include <librdkafka/rdkafka.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -978,6 +979,15 @@ void kafka_consumer_free(struct kafka_consumer *kc)
     rd_kafka_destroy(kc->rk);
     rd_kafka_flush(kc->dlq, DLQ_FLUSH_MS);
     rd_kafka_destroy(kc->dlq);
+    /* The final totals: /metrics is gone by now, and a scrape just before a stop misses
+     * what the last batch sent while the stop was on its way. */
+    char sent[24], deduped[24], failed[24], done[24];
+    snprintf(sent, sizeof sent, "%" PRIu64, metric_counter_value(kc->m_sent));
+    snprintf(deduped, sizeof deduped, "%" PRIu64, metric_counter_value(kc->m_deduped));
+    snprintf(failed, sizeof failed, "%" PRIu64, metric_counter_value(kc->m_failed));
+    snprintf(done, sizeof done, "%" PRIu64, metric_counter_value(kc->m_events_done));
+    log_write(LOG_INFO, "consumer closed", "emails_sent", sent, "emails_deduped", deduped,
+              "emails_failed", failed, "events_done", done, NULL);
     free(kc->parsed);
     free(kc->waiting);
     free(kc->topic);
