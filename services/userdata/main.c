@@ -30,6 +30,7 @@ struct settings {
     uint16_t port;
     long long threads;
     long long max_body;
+    long long conns_per_ip;
     char *db_host;
     uint16_t db_port;
     char *db_user;
@@ -51,6 +52,7 @@ struct settings {
     long long pwhash_opslimit;
     long long pwhash_memlimit_kib;
     long long pwhash_parallel;
+    long long pwhash_wait_ms;
     char *log_level;
 };
 
@@ -82,6 +84,8 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
         config_int("USERDATA_THREADS", 8, 1, 256, &s->threads, err, errlen) ||
         config_int("USERDATA_MAX_BODY_BYTES", 65536, 1024, 16 * 1024 * 1024, &s->max_body, err,
                    errlen) ||
+        config_int("USERDATA_MAX_CONNECTIONS_PER_IP", 128, 0, 1000, &s->conns_per_ip, err,
+                   errlen) ||
         config_string("USERDATA_DB_HOST", "127.0.0.1", &s->db_host, err, errlen) ||
         config_port("USERDATA_DB_PORT", 3307, false, &s->db_port, err, errlen) ||
         config_string("USERDATA_DB_USER", "userdata", &s->db_user, err, errlen) ||
@@ -107,6 +111,7 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
         config_int("USERDATA_PWHASH_MEMLIMIT_KIB", 19456, 8, 4 * 1024 * 1024,
                    &s->pwhash_memlimit_kib, err, errlen) ||
         config_int("USERDATA_PWHASH_PARALLEL", 2, 1, 64, &s->pwhash_parallel, err, errlen) ||
+        config_int("USERDATA_PWHASH_WAIT_MS", 5000, 1, 60000, &s->pwhash_wait_ms, err, errlen) ||
         config_string("USERDATA_LOG_LEVEL", "info", &s->log_level, err, errlen))
         return -1;
     if (strcmp(s->jwt_alg, "HS256") != 0 && strcmp(s->jwt_alg, "RS256") != 0) {
@@ -236,7 +241,8 @@ static int cmd_serve(const struct settings *s)
     metrics = metrics_new();
     repo = mariadb_user_repo_new(&dbc);
     hasher = sodium_hasher_new((unsigned long long)s->pwhash_opslimit,
-                               (size_t)s->pwhash_memlimit_kib * 1024, (unsigned)s->pwhash_parallel);
+                               (size_t)s->pwhash_memlimit_kib * 1024, (unsigned)s->pwhash_parallel,
+                               (unsigned)s->pwhash_wait_ms);
     if (metrics == NULL || repo == NULL || hasher == NULL) {
         log_write(LOG_ERROR, "cannot start: out of memory or libsodium failed", NULL);
         goto out;
@@ -250,6 +256,7 @@ static int cmd_serve(const struct settings *s)
         .port = s->port,
         .threads = (unsigned)s->threads,
         .max_body = (size_t)s->max_body,
+        .conns_per_ip = (unsigned)s->conns_per_ip,
         .openapi = openapi,
         .openapi_len = openapi_len,
     };

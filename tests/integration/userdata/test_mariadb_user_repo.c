@@ -9,10 +9,13 @@
 
 #include <mysql.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "datasources/mariadb_user_repo.h"
 #include "datasources/sodium_hasher.h"
@@ -543,7 +546,7 @@ static int restart_teardown(void **state)
 
 static void test_sodium_hasher_hashes_and_verifies(void **state)
 {
-    struct sodium_hasher *h = sodium_hasher_new(2, 8u * 1024 * 1024, 2);
+    struct sodium_hasher *h = sodium_hasher_new(2, 8u * 1024 * 1024, 2, 60000);
     char hash[USER_PASSWORD_HASH_MAX + 1], hash2[USER_PASSWORD_HASH_MAX + 1];
     (void)state;
 
@@ -583,7 +586,7 @@ static void *hash_worker_main(void *arg)
 static void test_sodium_hasher_bounds_parallel_hashes_without_deadlock(void **state)
 {
     enum { THREADS = 6 };
-    struct sodium_hasher *h = sodium_hasher_new(1, 8u * 1024 * 1024, 2);
+    struct sodium_hasher *h = sodium_hasher_new(1, 8u * 1024 * 1024, 2, 60000);
     pthread_t t[THREADS];
     struct hash_worker w[THREADS];
     (void)state;
@@ -598,6 +601,51 @@ static void test_sodium_hasher_bounds_parallel_hashes_without_deadlock(void **st
         pthread_join(t[i], NULL);
         assert_int_equal(w[i].failures, 0);
     }
+    sodium_hasher_free(h);
+}
+
+struct slow_hash {
+    struct password_hasher ph;
+    atomic_int started;
+    int rc;
+};
+
+static void *slow_hash_main(void *arg)
+{
+    struct slow_hash *s = arg;
+    char hash[USER_PASSWORD_HASH_MAX + 1];
+    atomic_store(&s->started, 1);
+    s->rc = s->ph.ops->hash(s->ph.self, "slow", hash);
+    return NULL;
+}
+
+/* One slot, taken by a long hash: a second hash waits wait_ms and answers BUSY. */
+static void test_sodium_hasher_answers_busy_after_its_wait(void **state)
+{
+    /* 64 MiB and 8 passes: a hash of several hundred milliseconds */
+    struct sodium_hasher *h = sodium_hasher_new(8, 64u * 1024 * 1024, 1, 20);
+    char hash[USER_PASSWORD_HASH_MAX + 1];
+    struct slow_hash s = {.rc = -2};
+    pthread_t t;
+    struct timespec t0, t1;
+    (void)state;
+
+    assert_non_null(h);
+    s.ph = sodium_hasher_port(h);
+    assert_int_equal(pthread_create(&t, NULL, slow_hash_main, &s), 0);
+    while (!atomic_load(&s.started))
+        sched_yield();
+    usleep(50 * 1000); /* the slow hash has its slot */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = s.ph.ops->hash(s.ph.self, "impatient", hash);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    pthread_join(t, NULL);
+    assert_int_equal(s.rc, 0);
+    assert_int_equal(rc, PASSWORD_HASHER_BUSY);
+    long waited_ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(waited_ms >= 19);
+    /* the slot is free again */
+    assert_int_equal(s.ph.ops->hash(s.ph.self, "patient", hash), 0);
     sodium_hasher_free(h);
 }
 
@@ -663,6 +711,7 @@ int main(void)
         cmocka_unit_test(test_killed_connections_are_replaced_transparently),
         cmocka_unit_test(test_sodium_hasher_hashes_and_verifies),
         cmocka_unit_test(test_sodium_hasher_bounds_parallel_hashes_without_deadlock),
+        cmocka_unit_test(test_sodium_hasher_answers_busy_after_its_wait),
         cmocka_unit_test(test_system_env_makes_distinct_v4_ids_and_tells_time),
         /* Last: it stops and starts the server. */
         cmocka_unit_test_teardown(test_server_down_is_unavailable_then_recovers, restart_teardown),

@@ -167,7 +167,12 @@ struct user_repo fake_repo_port(struct fake_repo *r)
 
 static int fh_hash(void *self, const char *password, char out[USER_PASSWORD_HASH_MAX + 1])
 {
-    (void)self;
+    struct fake_hasher *h = self;
+    if (h != NULL) {
+        if (h->busy)
+            return PASSWORD_HASHER_BUSY;
+        h->hashes++;
+    }
     snprintf(out, USER_PASSWORD_HASH_MAX + 1, "fake$%s", password);
     return 0;
 }
@@ -183,6 +188,12 @@ static const struct password_hasher_ops fake_hasher_ops = {fh_hash, fh_verify};
 struct password_hasher fake_hasher_port(void)
 {
     struct password_hasher h = {&fake_hasher_ops, NULL};
+    return h;
+}
+
+struct password_hasher fake_hasher_port_of(struct fake_hasher *fh)
+{
+    struct password_hasher h = {&fake_hasher_ops, fh};
     return h;
 }
 

@@ -27,6 +27,12 @@ struct user_repo fake_repo_port(struct fake_repo *r);
 
 /* Hash = "fake$" + password; verify compares. */
 struct password_hasher fake_hasher_port(void);
+/* The same, counting hashes, and answering PASSWORD_HASHER_BUSY while busy is set. */
+struct fake_hasher {
+    unsigned hashes;
+    bool busy;
+};
+struct password_hasher fake_hasher_port_of(struct fake_hasher *h);
 
 /* A clock you set and ids "00000000-0000-4000-8000-<12 digits of a counter>". */
 struct fake_env {

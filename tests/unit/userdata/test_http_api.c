@@ -1,5 +1,8 @@
 /* The HTTP transport driven by a real libcurl client against a real daemon on an
  * ephemeral port, with fake ports behind the interactor: every status code of the API. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <cmocka.h>
@@ -28,6 +34,7 @@
 struct fixture {
     struct fake_repo repo;
     struct fake_env env;
+    struct fake_hasher hasher;
     struct users *uc;
     struct auth *auth;
     struct metrics *metrics;
@@ -98,7 +105,8 @@ static int setup(void **state)
         return -1;
     fake_repo_init(&fx->repo);
     fx->env.now_us = 1795000000000000LL;
-    fx->uc = users_new(fake_repo_port(&fx->repo), fake_hasher_port(), fake_env_port(&fx->env));
+    fx->uc = users_new(fake_repo_port(&fx->repo), fake_hasher_port_of(&fx->hasher),
+                       fake_env_port(&fx->env));
     fx->auth = auth_new(&ac, err, sizeof err);
     fx->metrics = metrics_new();
     struct http_api_config hc = {.bind_addr = "127.0.0.1",
@@ -117,6 +125,24 @@ static int setup(void **state)
     mint("users:read", 600, fx->token_ro, sizeof fx->token_ro);
     *state = fx;
     return 0;
+}
+
+/* Restarts the fixture's server with a per-address connection limit. */
+static void restart_with_conns_per_ip(struct fixture *fx, unsigned limit)
+{
+    static const char spec[] = "openapi: 3.1.0\n";
+    char err[256];
+    http_api_stop(fx->api);
+    struct http_api_config hc = {.bind_addr = "127.0.0.1",
+                                 .port = 0,
+                                 .threads = 2,
+                                 .max_body = MAX_BODY,
+                                 .conns_per_ip = limit,
+                                 .openapi = spec,
+                                 .openapi_len = sizeof spec - 1};
+    fx->api = http_api_start(&hc, fx->uc, fx->auth, fx->metrics, err, sizeof err);
+    if (fx->api == NULL)
+        fail_msg("http_api_start: %s", err);
 }
 
 static int teardown(void **state)
@@ -338,6 +364,12 @@ static void bad_bodies_400_413_415_422(void **state)
 
     r = call(fx, "POST", "/api/v1/users", fx->token_rw, "{\"username\":\"\xff\"}", (size_t)-1,
              JSON);
+    assert_problem(&r, 400);
+    reply_free(&r);
+
+    /* POST ignores If-Match, but only a well-formed one (openapi.yaml) */
+    const char *const bad_tag[] = {"Content-Type: application/json", "If-Match: 1", NULL};
+    r = call(fx, "POST", "/api/v1/users", fx->token_rw, ANA, (size_t)-1, bad_tag);
     assert_problem(&r, 400);
     reply_free(&r);
 
@@ -577,6 +609,183 @@ static void metrics_and_openapi_need_no_token(void **state)
     reply_free(&r);
 }
 
+static void a_busy_password_hasher_is_503_with_retry_after(void **state)
+{
+    struct fixture *fx = *state;
+    char v[64];
+
+    fx->hasher.busy = true;
+    struct reply r = call(fx, "POST", "/api/v1/users", fx->token_rw, ANA, (size_t)-1, JSON);
+    assert_problem(&r, 503);
+    assert_string_equal(header(&r, "Retry-After", v, sizeof v), "1");
+    reply_free(&r);
+    assert_int_equal(fx->repo.inserts, 0);
+    fx->hasher.busy = false;
+    r = create_ana(fx);
+    reply_free(&r);
+}
+
+/* A raw connection to the fixture's server, for what libcurl will not do (send headers and
+ * wait, stream a body by hand, hold connections open). 5 s send and receive timeouts. */
+static int raw_connect(struct fixture *fx)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(http_api_port(fx->api))};
+    struct timeval tv = {.tv_sec = 5};
+
+    assert_true(fd >= 0);
+    assert_int_equal(inet_pton(AF_INET, "127.0.0.1", &a.sin_addr), 1);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static bool raw_send(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n <= 0)
+            return false;
+        p += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* Reads until the end of a response's headers. Returns its status code; 0 when the
+ * connection was closed (or reset) before a status line; -1 on a timeout. */
+static int raw_status(int fd)
+{
+    char buf[4096];
+    size_t len = 0;
+    while (len < sizeof buf - 1) {
+        ssize_t n = recv(fd, buf + len, sizeof buf - 1 - len, 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET))
+            break;
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -1 : 0;
+        len += (size_t)n;
+        buf[len] = '\0';
+        if (strstr(buf, "\r\n\r\n") != NULL)
+            break;
+    }
+    buf[len] = '\0';
+    int status = 0;
+    if (sscanf(buf, "HTTP/1.1 %d", &status) != 1)
+        return 0;
+    return status;
+}
+
+/* Refusals need no body, so they come at once: no 100 Continue, no body read. */
+static void refusals_are_answered_from_the_headers(void **state)
+{
+    struct fixture *fx = *state;
+    char req[4096];
+    static const char id[] = "00000000-0000-4000-8000-000000000001";
+    struct {
+        const char *method, *path, *token;
+        const char *length;
+        int want;
+    } cases[] = {
+        {"PATCH", id, NULL, "100", 401},
+        {"PUT", id, "garbage", "100", 401},
+        {"POST", "", fx->token_ro, "100", 403},
+        {"PATCH", id, fx->token_rw, "1000000000", 413},
+        {"POST", "", fx->token_rw, "99999999999999999999999", 413},
+        {"DELETE", id, fx->token_rw, "5000", 413},
+        {"POST", id, fx->token_rw, "100", 405},
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char auth_h[2200] = "";
+        if (cases[i].token != NULL)
+            snprintf(auth_h, sizeof auth_h, "Authorization: Bearer %s\r\n", cases[i].token);
+        int n = snprintf(req, sizeof req,
+                         "%s /api/v1/users%s%s HTTP/1.1\r\nHost: t\r\n%s"
+                         "Content-Type: application/json\r\nContent-Length: %s\r\n"
+                         "Expect: 100-continue\r\n\r\n",
+                         cases[i].method, *cases[i].path ? "/" : "", cases[i].path, auth_h,
+                         cases[i].length);
+        int fd = raw_connect(fx);
+        assert_true(raw_send(fd, req, (size_t)n));
+        int status = raw_status(fd); /* no body was sent: 100 would be followed by a wait */
+        if (status != cases[i].want)
+            fail_msg("case %zu (%s): got %d, want %d", i, cases[i].method, status, cases[i].want);
+        close(fd);
+    }
+    assert_int_equal(fx->repo.inserts + fx->repo.updates + fx->repo.removes + fx->repo.finds, 0);
+}
+
+/* A chunked body declares no size: the server reads up to the limit, then closes. */
+static void a_chunked_body_over_the_limit_closes_the_connection(void **state)
+{
+    struct fixture *fx = *state;
+    char head[2400], chunk[1024 + 16];
+    int fd = raw_connect(fx);
+    int n = snprintf(head, sizeof head,
+                     "POST /api/v1/users HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+                     "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                     fx->token_rw);
+    assert_true(raw_send(fd, head, (size_t)n));
+
+    size_t clen = (size_t)snprintf(chunk, sizeof chunk, "400\r\n");
+    memset(chunk + clen, ' ', 1024);
+    clen += 1024;
+    memcpy(chunk + clen, "\r\n", 2);
+    clen += 2;
+    size_t sent = 0, cap = 64u * 1024 * 1024; /* 16384 times the limit */
+    while (sent < cap && raw_send(fd, chunk, clen))
+        sent += 1024;
+    if (sent >= cap) {
+        /* every byte was taken: finish the body and see what comes back */
+        raw_send(fd, "0\r\n\r\n", 5);
+        fail_msg("the server read a %zu-byte chunked body (limit %d) and answered %d", sent,
+                 MAX_BODY, raw_status(fd));
+    }
+    assert_int_equal(raw_status(fd), 0); /* closed, no answer */
+    close(fd);
+    assert_int_equal(fx->repo.inserts, 0);
+
+    /* the server goes on */
+    struct reply r = create_ana(fx);
+    reply_free(&r);
+}
+
+/* Keep-alive connections held open by one address: the one past the limit is closed. */
+static void one_address_holds_at_most_its_connection_limit(void **state)
+{
+    struct fixture *fx = *state;
+    static const char get[] = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    int held[3];
+
+    restart_with_conns_per_ip(fx, 3);
+    for (size_t i = 0; i < 3; i++) {
+        held[i] = raw_connect(fx);
+        assert_true(raw_send(held[i], get, sizeof get - 1));
+        assert_int_equal(raw_status(held[i]), 200);
+    }
+    int extra = raw_connect(fx); /* the kernel accepts it; the server closes it */
+    raw_send(extra, get, sizeof get - 1);
+    assert_int_equal(raw_status(extra), 0);
+    close(extra);
+
+    /* one is given back: a new connection is served (once the server saw the close) */
+    close(held[0]);
+    int status = 0;
+    for (int tries = 0; tries < 50 && status != 200; tries++) {
+        int fd = raw_connect(fx);
+        raw_send(fd, get, sizeof get - 1);
+        status = raw_status(fd);
+        close(fd);
+        if (status != 200)
+            usleep(100 * 1000);
+    }
+    assert_int_equal(status, 200);
+    close(held[1]);
+    close(held[2]);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -595,6 +804,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(store_down_503_with_retry_after_and_readyz, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(metrics_and_openapi_need_no_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_busy_password_hasher_is_503_with_retry_after, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(refusals_are_answered_from_the_headers, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_chunked_body_over_the_limit_closes_the_connection, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(one_address_holds_at_most_its_connection_limit, setup,
+                                        teardown),
     };
     int rc = cmocka_run_group_tests_name("userdata HTTP API", tests, NULL, NULL);
     curl_global_cleanup();

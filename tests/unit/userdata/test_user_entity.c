@@ -266,6 +266,32 @@ static void replace_without_password_is_valid(void **state)
     assert_true(has_error(&errs, "email"));
 }
 
+/* An error names a field the client sent (an unknown one may be long and non-ASCII): a
+ * name too long for the buffer is cut between characters, never inside one. */
+static void a_long_field_name_is_cut_between_characters(void **state)
+{
+    struct field_errors errs = {0};
+    char name[64];
+    (void)state;
+
+    /* 30 ASCII bytes, then two 2-byte characters: the first straddles byte 31 */
+    snprintf(name, sizeof name, "%s", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xc3\xa9\xc3\xa9");
+    field_errors_add(&errs, name, "is not a known field");
+    assert_int_equal(errs.n, 1);
+    assert_int_equal(strlen(errs.e[0].field), 30);
+    assert_true(utf8_valid(errs.e[0].field, strlen(errs.e[0].field)));
+
+    /* 29 ASCII bytes + a 2-byte character fit exactly (31 bytes) and are kept whole */
+    snprintf(name, sizeof name, "%s", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xc3\xa9\xc3\xa9");
+    field_errors_add(&errs, name, "is not a known field");
+    assert_string_equal(errs.e[1].field, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xc3\xa9");
+
+    /* a 4-byte character across the end goes whole */
+    snprintf(name, sizeof name, "%s", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xf0\x9f\x90\xb4");
+    field_errors_add(&errs, name, "x");
+    assert_string_equal(errs.e[2].field, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+}
+
 static void apply_follows_the_write_mode(void **state)
 {
     (void)state;
@@ -320,6 +346,7 @@ int main(void)
         cmocka_unit_test(patch_null_rules),
         cmocka_unit_test(replace_without_password_is_valid),
         cmocka_unit_test(apply_follows_the_write_mode),
+        cmocka_unit_test(a_long_field_name_is_cut_between_characters),
     };
     return cmocka_run_group_tests_name("user entity", tests, NULL, NULL);
 }

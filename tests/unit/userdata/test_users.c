@@ -17,6 +17,7 @@
 struct fixture {
     struct fake_repo repo;
     struct fake_env env;
+    struct fake_hasher hasher;
     struct users *uc;
 };
 
@@ -27,7 +28,8 @@ static int setup(void **state)
         return -1;
     fake_repo_init(&fx->repo);
     fx->env.now_us = T0;
-    fx->uc = users_new(fake_repo_port(&fx->repo), fake_hasher_port(), fake_env_port(&fx->env));
+    fx->uc = users_new(fake_repo_port(&fx->repo), fake_hasher_port_of(&fx->hasher),
+                       fake_env_port(&fx->env));
     *state = fx;
     return fx->uc == NULL ? -1 : 0;
 }
@@ -226,6 +228,63 @@ static void lost_race_retries_when_unpinned_and_fails_when_pinned(void **state)
     assert_int_equal(users_patch(fx->uc, a.id, &p, &pre, &out, &errs), USERS_PRECONDITION_FAILED);
 }
 
+/* argon2id costs tens of milliseconds and memory: a write bound to fail does not pay it. */
+static void a_new_password_is_hashed_only_for_a_write_that_can_happen(void **state)
+{
+    struct fixture *fx = *state;
+    struct user a = create_ok(fx, "ana", "ana@example.com");
+    struct user_fields p = {0};
+    struct field_errors errs = {0};
+    struct users_if_match pre = {.kind = USERS_IF_MATCH_LIST, .n = 1, .versions = {7}};
+    struct user out;
+
+    assert_int_equal(fx->hasher.hashes, 1); /* the create's */
+    p.present = USER_F_PASSWORD;
+    p.password = "a new password";
+    assert_int_equal(
+        users_patch(fx->uc, "00000000-0000-4000-8000-00000000dead", &p, NULL, &out, &errs),
+        USERS_NOT_FOUND);
+    assert_int_equal(users_replace(fx->uc, "00000000-0000-4000-8000-00000000dead",
+                                   &(struct user_fields){.present = USER_F_USERNAME | USER_F_EMAIL |
+                                                                    USER_F_PASSWORD,
+                                                         .username = "ana",
+                                                         .email = "ana@example.com",
+                                                         .password = "x y z w v"},
+                                   NULL, &out, &errs),
+                     USERS_NOT_FOUND);
+    assert_int_equal(users_patch(fx->uc, a.id, &p, &pre, &out, &errs), USERS_PRECONDITION_FAILED);
+    assert_int_equal(fx->hasher.hashes, 1);
+
+    /* lost races re-read and retry, but hash once */
+    fx->repo.conflicts_to_inject = 2;
+    assert_int_equal(users_patch(fx->uc, a.id, &p, NULL, &out, &errs), USERS_OK);
+    assert_int_equal(fx->hasher.hashes, 2);
+    assert_string_equal(out.password_hash, "fake$a new password");
+}
+
+/* Every hashing slot stayed taken: USERS_BUSY (503, retry), and nothing is written. */
+static void a_busy_hasher_is_busy_and_writes_nothing(void **state)
+{
+    struct fixture *fx = *state;
+    struct user a = create_ok(fx, "ana", "ana@example.com");
+    struct user_fields f = fields("bob", "bob@example.com");
+    struct user_fields p = {0};
+    struct field_errors errs = {0};
+    struct user out;
+
+    fx->hasher.busy = true;
+    assert_int_equal(users_create(fx->uc, &f, &out, &errs), USERS_BUSY);
+    p.present = USER_F_PASSWORD;
+    p.password = "a new password";
+    assert_int_equal(users_patch(fx->uc, a.id, &p, NULL, &out, &errs), USERS_BUSY);
+    assert_int_equal(fx->repo.inserts, 1);
+    assert_int_equal(fx->repo.updates, 0);
+    /* a write without a password needs no slot */
+    p.present = USER_F_FULL_NAME;
+    p.full_name = "Ana";
+    assert_int_equal(users_patch(fx->uc, a.id, &p, NULL, &out, &errs), USERS_OK);
+}
+
 static void replace_clears_what_is_absent_and_keeps_the_password(void **state)
 {
     struct fixture *fx = *state;
@@ -338,6 +397,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(replace_into_a_taken_email_is_duplicate, setup, teardown),
         cmocka_unit_test_setup_teardown(write_to_missing_user_is_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(delete_honours_if_match, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_new_password_is_hashed_only_for_a_write_that_can_happen,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(a_busy_hasher_is_busy_and_writes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(list_pages_and_tells_whether_more_exist, setup, teardown),
     };
     return cmocka_run_group_tests_name("users interactor", tests, NULL, NULL);

@@ -1,29 +1,47 @@
 /* sodium_hasher: the password_hasher port on libsodium's argon2id (crypto_pwhash_str),
- * with a counting semaphore so that at most max_parallel hashes hold memlimit at once. */
+ * with a counting semaphore so that at most max_parallel hashes hold memlimit at once, and
+ * a bounded wait for it so that a flood of password writes cannot hold every HTTP worker. */
 #include "datasources/sodium_hasher.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct sodium_hasher {
     unsigned long long opslimit;
     size_t memlimit;
     unsigned max_parallel;
+    unsigned wait_ms;
     unsigned running; /* hashes/verifies in progress, guarded by mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
 
-static void sodium_hasher_acquire(struct sodium_hasher *h)
+/* Takes a slot: 0, or PASSWORD_HASHER_BUSY when none was free within wait_ms. */
+static int sodium_hasher_acquire(struct sodium_hasher *h)
 {
-    pthread_mutex_lock(&h->mu);
-    while (h->running >= h->max_parallel) {
-        pthread_cond_wait(&h->cv, &h->mu);
+    struct timespec until;
+    int rc = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += h->wait_ms / 1000;
+    until.tv_nsec += (long)(h->wait_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
     }
-    h->running++;
+    pthread_mutex_lock(&h->mu);
+    while (h->running >= h->max_parallel && rc == 0) {
+        if (pthread_cond_timedwait(&h->cv, &h->mu, &until) != 0 && h->running >= h->max_parallel)
+            rc = PASSWORD_HASHER_BUSY;
+    }
+    if (rc == 0)
+        h->running++;
     pthread_mutex_unlock(&h->mu);
+    return rc;
 }
 
 static void sodium_hasher_release(struct sodium_hasher *h)
@@ -42,7 +60,8 @@ static int sodium_hasher_hash(void *self, const char *password,
     char buf[crypto_pwhash_STRBYTES];
     int rc = -1;
 
-    sodium_hasher_acquire(h);
+    if (sodium_hasher_acquire(h) != 0)
+        return PASSWORD_HASHER_BUSY;
     if (crypto_pwhash_str(buf, password, strlen(password), h->opslimit, h->memlimit) != 0) {
         goto out; /* out of memory */
     }
@@ -62,7 +81,8 @@ static int sodium_hasher_verify(void *self, const char *hash, const char *passwo
     struct sodium_hasher *h = self;
     int rc;
 
-    sodium_hasher_acquire(h);
+    if (sodium_hasher_acquire(h) != 0)
+        return PASSWORD_HASHER_BUSY;
     rc = crypto_pwhash_str_verify(hash, password, strlen(password)) == 0 ? 0 : -1;
     sodium_hasher_release(h);
     return rc;
@@ -75,8 +95,9 @@ static const struct password_hasher_ops sodium_hasher_ops = {
 
 /* Caller frees the result with sodium_hasher_free. */
 struct sodium_hasher *sodium_hasher_new(unsigned long long opslimit, size_t memlimit,
-                                        unsigned max_parallel)
+                                        unsigned max_parallel, unsigned wait_ms)
 {
+    pthread_condattr_t ca;
     struct sodium_hasher *h = NULL;
 
     if (sodium_init() < 0) {
@@ -89,12 +110,19 @@ struct sodium_hasher *sodium_hasher_new(unsigned long long opslimit, size_t meml
     h->opslimit = opslimit;
     h->memlimit = memlimit;
     h->max_parallel = max_parallel > 0 ? max_parallel : 1;
+    h->wait_ms = wait_ms;
     if (pthread_mutex_init(&h->mu, NULL) != 0) {
         free(h);
         h = NULL;
         goto out;
     }
-    if (pthread_cond_init(&h->cv, NULL) != 0) {
+    bool cv_ok = pthread_condattr_init(&ca) == 0;
+    if (cv_ok) {
+        cv_ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
+                pthread_cond_init(&h->cv, &ca) == 0;
+        pthread_condattr_destroy(&ca);
+    }
+    if (!cv_ok) {
         pthread_mutex_destroy(&h->mu);
         free(h);
         h = NULL;

@@ -6,13 +6,27 @@
 
 #include "entities/utf8.h"
 
+/* Copies src into dst (n bytes); what does not fit is cut before the first character that
+ * would not fit whole, so that a cut UTF-8 sequence never reaches a response. */
+static void copy_cut(char *dst, size_t n, const char *src)
+{
+    size_t len = strlen(src);
+    if (len >= n) {
+        len = n - 1;
+        while (len > 0 && ((unsigned char)src[len] & 0xC0) == 0x80)
+            len--; /* src[len] continues a character: drop that character */
+    }
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
 void field_errors_add(struct field_errors *errs, const char *field, const char *message)
 {
     if (errs == NULL || errs->n >= USER_FIELD_ERRORS_MAX)
         return;
     struct field_error *e = &errs->e[errs->n++];
-    snprintf(e->field, sizeof e->field, "%s", field);
-    snprintf(e->message, sizeof e->message, "%s", message);
+    copy_cut(e->field, sizeof e->field, field);
+    copy_cut(e->message, sizeof e->message, message);
 }
 
 static bool is_alpha(char c)

@@ -114,8 +114,9 @@ enum users_result users_create(struct users *uc, const struct user_fields *in, s
         return USERS_INVALID;
     memset(&u, 0, sizeof u);
     user_fields_apply(in, USER_WRITE_CREATE, &u);
-    if (uc->hasher.ops->hash(uc->hasher.self, in->password, u.password_hash) != 0)
-        return USERS_INTERNAL;
+    int h = uc->hasher.ops->hash(uc->hasher.self, in->password, u.password_hash);
+    if (h != 0)
+        return h == PASSWORD_HASHER_BUSY ? USERS_BUSY : USERS_INTERNAL;
     uc->env.ops->new_id(uc->env.self, u.id);
     u.created_at_us = now_us(uc);
     u.updated_at_us = u.created_at_us;
@@ -160,8 +161,9 @@ enum users_result users_list(struct users *uc, const char *after, size_t limit, 
     return USERS_OK;
 }
 
-/* Replace and patch: validate, hash a new password once, then read-modify-write under
- * the version check, retrying when unpinned writers race. */
+/* Replace and patch: validate, then read-modify-write under the version check, retrying
+ * when unpinned writers race. A new password is hashed once, and only after the user was
+ * found and If-Match held: a request bound to fail costs no argon2id. */
 static enum users_result write_user(struct users *uc, const char *id, const struct user_fields *in,
                                     enum user_write_mode mode, const struct users_if_match *pre,
                                     struct user *out, struct field_errors *errs)
@@ -169,6 +171,7 @@ static enum users_result write_user(struct users *uc, const char *id, const stru
     enum users_result r = USERS_INTERNAL;
     char hash[USER_PASSWORD_HASH_MAX + 1] = "";
     bool new_password = (in->present & USER_F_PASSWORD) && !(in->null & USER_F_PASSWORD);
+    bool hashed = false;
     struct user cur, next;
     unsigned seed = (unsigned)(uintptr_t)&cur ^ (unsigned)now_us(uc);
 
@@ -176,8 +179,6 @@ static enum users_result write_user(struct users *uc, const char *id, const stru
         return USERS_INVALID;
     if (!user_id_valid(id))
         return USERS_NOT_FOUND;
-    if (new_password && uc->hasher.ops->hash(uc->hasher.self, in->password, hash) != 0)
-        return USERS_INTERNAL;
 
     for (int attempt = 0; attempt < USERS_WRITE_ATTEMPTS; attempt++) {
         r = from_repo(uc->repo.ops->find(uc->repo.self, id, &cur), errs);
@@ -186,6 +187,14 @@ static enum users_result write_user(struct users *uc, const char *id, const stru
         if (!precondition_holds(pre, cur.version)) {
             r = USERS_PRECONDITION_FAILED;
             goto out;
+        }
+        if (new_password && !hashed) {
+            int h = uc->hasher.ops->hash(uc->hasher.self, in->password, hash);
+            if (h != 0) {
+                r = h == PASSWORD_HASHER_BUSY ? USERS_BUSY : USERS_INTERNAL;
+                goto out;
+            }
+            hashed = true; /* a version moved meanwhile fails the update's check */
         }
         next = cur;
         user_fields_apply(in, mode, &next);

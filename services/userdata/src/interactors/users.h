@@ -18,6 +18,7 @@ enum users_result {
     USERS_DUPLICATE,           /* errs names the username or email taken */
     USERS_PRECONDITION_FAILED, /* If-Match did not match the current version */
     USERS_UNAVAILABLE,         /* the store is down: retry later */
+    USERS_BUSY,                /* no password hashing slot came free in time: retry soon */
     USERS_INTERNAL,
 };
 

@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <jwt.h>
+#include <sodium.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
@@ -369,7 +370,10 @@ static bool cache_get(const struct auth *a, const char *token, double *exp, char
     bool hit = false;
 
     pthread_mutex_lock(&a->cache->lock);
-    if (e->token != NULL && strcmp(e->token, token) == 0) {
+    /* Constant time: how long a comparison takes must not tell how much of a cached
+     * (valid) token a guess got right. Lengths are no secret. */
+    if (e->token != NULL && strlen(e->token) == strlen(token) &&
+        sodium_memcmp(e->token, token, strlen(token)) == 0) {
         *exp = e->exp;
         snprintf(scope, scope_len, "%s", e->scope);
         hit = true;

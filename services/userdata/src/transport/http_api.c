@@ -19,6 +19,7 @@
 
 #define API_USERS        "/api/v1/users"
 #define API_USERS_PREFIX "/api/v1/users/"
+#define MAX_CONNECTIONS  1000u
 #define LIST_DEFAULT     50
 #define RETRY_AFTER_S    "5"
 
@@ -195,6 +196,11 @@ static enum MHD_Result send_failure(struct MHD_Connection *conn, struct request 
                             NULL, NULL);
     case USERS_UNAVAILABLE:
         return send_unavailable(conn, req);
+    case USERS_BUSY: {
+        const struct header h[] = {{"Retry-After", "1"}, {NULL, NULL}};
+        return send_problem(conn, req, 503, "too many password changes at once; retry shortly",
+                            NULL, h);
+    }
     case USERS_OK:
     case USERS_INTERNAL:
         break;
@@ -332,9 +338,9 @@ static enum MHD_Result write_user(struct http_api *api, struct MHD_Connection *c
                                      : "send application/json",
                             NULL, is_patch ? h : NULL);
     }
-    memset(&pre, 0, sizeof pre); /* POST creates: there is nothing for If-Match to match */
-    if (id != NULL &&
-        !http_headers_parse_if_match(header_value(conn, MHD_HTTP_HEADER_IF_MATCH), &pre))
+    /* POST checks the header's syntax too (openapi.yaml), then ignores it: a new user has
+     * nothing for If-Match to match. */
+    if (!http_headers_parse_if_match(header_value(conn, MHD_HTTP_HEADER_IF_MATCH), &pre))
         return send_problem(conn, req, 400, "If-Match must be * or a list of ETags", NULL, NULL);
 
     ret = parse_body(conn, req, &tree, &f, &errs, &ok);
@@ -355,25 +361,52 @@ out:
     return ret;
 }
 
+/* The users route url names: *id NULL for the collection, the id for one user. */
+static bool users_route(const char *url, const char **id)
+{
+    *id = NULL;
+    if (strcmp(url, API_USERS) == 0)
+        return true;
+    if (strncmp(url, API_USERS_PREFIX, sizeof API_USERS_PREFIX - 1) != 0)
+        return false;
+    *id = url + sizeof API_USERS_PREFIX - 1;
+    return **id != '\0' && strchr(*id, '/') == NULL;
+}
+
+/* The checks that need no body (method, token, declared size), run as soon as the headers
+ * are in: a refused request is answered at once, without 100 Continue, and MHD reads none
+ * of its body. *ok when the request may go on. */
+static enum MHD_Result admit(struct http_api *api, struct MHD_Connection *conn, struct request *req,
+                             const char *url, const char *method, bool *ok)
+{
+    const char *id;
+
+    *ok = false;
+    if (users_route(url, &id)) {
+        bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+        bool is_write = strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0 ||
+                        strcmp(method, "DELETE") == 0;
+        if (id == NULL && !is_get && strcmp(method, "POST") != 0)
+            return method_not_allowed(conn, req, "GET, HEAD, POST");
+        if (id != NULL && !is_get && !is_write)
+            return method_not_allowed(conn, req, "GET, HEAD, PUT, PATCH, DELETE");
+        bool authorized = false;
+        enum MHD_Result ret =
+            authorize(api, conn, req, is_get ? "users:read" : "users:write", &authorized);
+        if (!authorized)
+            return ret;
+    }
+    if (req->too_large)
+        return send_problem(conn, req, 413, "the request body is too large", NULL, NULL);
+    *ok = true;
+    return MHD_YES;
+}
+
+/* Method, token and size were checked by admit(). */
 static enum MHD_Result serve_users(struct http_api *api, struct MHD_Connection *conn,
                                    struct request *req, const char *method, const char *id)
 {
     bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-    bool is_write =
-        strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0 || strcmp(method, "DELETE") == 0;
-    bool ok = false;
-    enum MHD_Result ret;
-
-    if (id == NULL && !is_get && strcmp(method, "POST") != 0)
-        return method_not_allowed(conn, req, "GET, HEAD, POST");
-    if (id != NULL && !is_get && !is_write)
-        return method_not_allowed(conn, req, "GET, HEAD, PUT, PATCH, DELETE");
-
-    ret = authorize(api, conn, req, is_get ? "users:read" : "users:write", &ok);
-    if (!ok)
-        return ret;
-    if (req->too_large)
-        return send_problem(conn, req, 413, "the request body is too large", NULL, NULL);
 
     if (id == NULL)
         return is_get ? list_users(api, conn, req) : write_user(api, conn, req, method, NULL);
@@ -442,13 +475,9 @@ static enum MHD_Result route(struct http_api *api, struct MHD_Connection *conn, 
     if (strcmp(url, "/openapi.yaml") == 0 && api->openapi != NULL)
         return serve_text(conn, req, method, "application/yaml",
                           dup_text(api->openapi, api->openapi_len), api->openapi_len, 200);
-    if (strcmp(url, API_USERS) == 0)
-        return serve_users(api, conn, req, method, NULL);
-    if (strncmp(url, API_USERS_PREFIX, sizeof API_USERS_PREFIX - 1) == 0) {
-        const char *id = url + sizeof API_USERS_PREFIX - 1;
-        if (*id != '\0' && strchr(id, '/') == NULL)
-            return serve_users(api, conn, req, method, id);
-    }
+    const char *id;
+    if (users_route(url, &id))
+        return serve_users(api, conn, req, method, id);
     return send_problem(conn, req, 404, "no such resource", NULL, NULL);
 }
 
@@ -475,7 +504,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         snprintf(req->method, sizeof req->method, "%s", method);
         snprintf(req->path, sizeof req->path, "%s", url);
         *con_cls = req;
-        /* Refuse a declared oversized body before reading any of it. */
         const char *cl = header_value(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl != NULL) {
             char *end = NULL;
@@ -484,17 +512,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             if (errno != 0 || *end != '\0' || n > api->max_body)
                 req->too_large = true;
         }
-        return MHD_YES;
+        bool ok = false;
+        enum MHD_Result ret = admit(api, conn, req, url, method, &ok);
+        return ok ? MHD_YES : ret;
     }
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (req->too_large || n > api->max_body - req->len) {
-            req->too_large = true; /* keep reading and dropping; answer 413 at the end */
-            free(req->body);
-            req->body = NULL;
-            req->len = req->cap = 0;
-            return MHD_YES;
+        if (n > api->max_body - req->len) {
+            /* Only a chunked body gets here (a declared size was checked by admit()). MHD
+             * cannot answer in the middle of a body, and reading on would let one client
+             * send for ever: close the connection. */
+            char limit[24];
+            snprintf(limit, sizeof limit, "%zu", api->max_body);
+            log_write(LOG_WARN, "request body over the limit: connection closed", "method",
+                      req->method, "path", req->path, "limit_bytes", limit, NULL);
+            req->status = 413; /* for the access log and the metrics */
+            return MHD_NO;
         }
         if (req->len + n > req->cap) {
             size_t cap = req->cap ? req->cap : 1024;
@@ -609,7 +643,9 @@ struct http_api *http_api_start(const struct http_api_config *cfg, struct users 
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned int)(cfg->threads ? cfg->threads : 1), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1000,
+        (unsigned int)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)MAX_CONNECTIONS,
+        /* so that one client holding connections open (slowloris) cannot take them all */
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->conns_per_ip,
         /* Headers only: bodies are copied out as they arrive. MHD clears the pool per
          * request, so the default 32 KiB costs measurable CPU (bench/README.md). */
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_NOTIFY_COMPLETED,

@@ -15,6 +15,7 @@ struct http_api_config {
     uint16_t port;         /* 0: ephemeral */
     unsigned threads;      /* worker threads (each may block on the database) */
     size_t max_body;       /* bytes; larger bodies get 413 */
+    unsigned conns_per_ip; /* open connections one client address may hold; 0: no limit */
     const char *openapi;   /* the spec served at /openapi.yaml (NULL: 404) */
     size_t openapi_len;
 };
