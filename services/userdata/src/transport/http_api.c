@@ -20,8 +20,11 @@
 #define API_USERS        "/api/v1/users"
 #define API_USERS_PREFIX "/api/v1/users/"
 #define MAX_CONNECTIONS  1000u
-#define LIST_DEFAULT     50
-#define RETRY_AFTER_S    "5"
+/* A chunked body over the limit is read on and dropped up to this much more, so that a
+ * client sending a little too much gets its 413; past it the connection is closed. */
+#define CHUNKED_DRAIN_MAX (8u * 1024 * 1024)
+#define LIST_DEFAULT      50
+#define RETRY_AFTER_S     "5"
 
 static const unsigned tracked_codes[] = {200, 201, 204, 400, 401, 403, 404, 405,
                                          409, 412, 413, 415, 422, 500, 503};
@@ -519,16 +522,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (n > api->max_body - req->len) {
+        if (req->too_large || n > api->max_body - req->len) {
             /* Only a chunked body gets here (a declared size was checked by admit()). MHD
-             * cannot answer in the middle of a body, and reading on would let one client
-             * send for ever: close the connection. */
-            char limit[24];
-            snprintf(limit, sizeof limit, "%zu", api->max_body);
-            log_write(LOG_WARN, "request body over the limit: connection closed", "method",
-                      req->method, "path", req->path, "limit_bytes", limit, NULL);
-            req->status = 413; /* for the access log and the metrics */
-            return MHD_NO;
+             * cannot answer in the middle of a body: drop it and answer 413 at its end,
+             * unless it goes on past CHUNKED_DRAIN_MAX, when the connection is closed so
+             * that one client cannot send for ever. */
+            if (!req->too_large) {
+                req->too_large = true;
+                free(req->body);
+                req->body = NULL;
+                req->cap = 0;
+            }
+            req->len = n > SIZE_MAX - req->len ? SIZE_MAX : req->len + n; /* bytes seen */
+            if (req->len - api->max_body > CHUNKED_DRAIN_MAX) {
+                char limit[24];
+                snprintf(limit, sizeof limit, "%zu", api->max_body);
+                log_write(LOG_WARN, "chunked request body far over the limit: connection closed",
+                          "method", req->method, "path", req->path, "limit_bytes", limit, NULL);
+                req->status = 413; /* for the access log and the metrics */
+                return MHD_NO;
+            }
+            return MHD_YES;
         }
         if (req->len + n > req->cap) {
             size_t cap = req->cap ? req->cap : 1024;
@@ -544,6 +558,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->len += n;
         return MHD_YES;
     }
+    if (req->too_large) /* a chunked body found too large while reading */
+        return send_problem(conn, req, 413, "the request body is too large", NULL, NULL);
     return route(api, conn, req, url, method);
 }
 
