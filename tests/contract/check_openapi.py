@@ -6,14 +6,15 @@ Usage: check_openapi.py [PROJECT_SOURCE_DIR]   (default: two levels above this f
 Checks, each against facts read from the C sources (not from a list kept here):
   1. openapi.yaml parses and declares openapi 3.1.x.
   2. The (path, method) pairs of the spec equal those the code routes: the paths compared
-     in route() of http_api.c and, per path, the methods of the Allow header the code
-     sends with 405. HEAD is documented (it is in every Allow). Each path item's x-allow
+     in route() of http_api.c (for the users routes, in users_route(), which route()
+     calls) and, per path, the methods of the Allow header the code sends with 405 (for
+     the users routes, in admit(), which checks them when the headers are in). HEAD is documented (it is in every Allow). Each path item's x-allow
      must also equal that Allow value verbatim, and its x-responses must hold the 405.
   3. Status codes: the set of codes http_api.c passes to send_problem / send_body /
      send_json / send_user / serve_text equals the union of the codes the spec documents
      (operation responses plus path-level x-responses). Per operation: every
      /api/v1/users operation documents the codes of authorize() and the 413 of the body
-     size check; every operation with a request body documents the error codes of
+     size check (both in admit()); every operation with a request body documents the error codes of
      write_user() and parse_body().
   4. The User schema's properties (and required list) equal the keys user_json_from_user()
      emits in user_json.c, and the request schema UserFields' properties equal the
@@ -95,10 +96,12 @@ def norm_path(p):
 def code_routes(c, defines, fns):
     """Returns {path template: (Allow value, whether serve_users handles it)}."""
     route = fns.get("route")
-    users = fns.get("serve_users")
+    users = fns.get("admit")
+    users_route = fns.get("users_route")
     text = fns.get("serve_text")
-    if route is None or users is None or text is None:
-        fail("http_api.c: cannot find route(), serve_users() or serve_text(); update the checker")
+    if route is None or users is None or text is None or users_route is None:
+        fail("http_api.c: cannot find route(), admit(), users_route() or serve_text(); update "
+             "the checker")
         return {}
     text_allow = set(allow_literals(text))
     users_allow = {}
@@ -106,13 +109,27 @@ def code_routes(c, defines, fns):
                          r"[^\"]*\"([^\"]*)\"", users):
         users_allow["item" if m.group(1) == "!" else "collection"] = m.group(2)
     if set(users_allow) != {"item", "collection"}:
-        fail("http_api.c: cannot find both Allow values in serve_users(); update the checker")
+        fail("http_api.c: cannot find both Allow values in admit(); update the checker")
 
     routes = {}
+    # The users routes: route() hands what users_route() matches to serve_users().
+    if re.search(r"if\s*\(\s*users_route\(\s*url\b[^\n]*\n?[^\n]*serve_users\(", route):
+        for m in re.finditer(r"\b(strn?cmp)\(\s*url\s*,\s*(\w+)", users_route):
+            path = defines.get(m.group(2))
+            if path is None:
+                fail("http_api.c: users_route() compares url with unknown %s" % m.group(2))
+                continue
+            which = "item" if m.group(1) == "strncmp" else "collection"
+            routes[path + ("{id}" if which == "item" else "")] = (users_allow.get(which, "?"),
+                                                                  True)
+        if len(routes) != 2:
+            fail("http_api.c: cannot find the collection and item paths in users_route(); "
+                 "update the checker")
+        route = re.sub(r"if\s*\(\s*users_route\([^;]*;", "", route)  # the other routes' text
     # Each route is an `if (str[n]cmp(url, X...) == 0 ...)` followed by its handler code up
     # to the next such if (or the end of route()).
     heads = list(re.finditer(r"if\s*\(\s*(strn?cmp)\(\s*url\s*,\s*(\"[^\"]*\"|\w+)", route))
-    if not heads:
+    if not heads and not routes:
         fail("http_api.c: route() compares no url; update the checker")
     for k, m in enumerate(heads):
         block = route[m.end():heads[k + 1].start() if k + 1 < len(heads) else len(route)]
@@ -210,7 +227,7 @@ def main():
 
     users_paths = {norm_path(p) for p, (_, is_users) in routes.items() if is_users}
     gate = codes_sent(fns.get("authorize", ""))
-    gate |= codes_sent("\n".join(l for l in fns.get("serve_users", "").splitlines()
+    gate |= codes_sent("\n".join(l for l in fns.get("admit", "").splitlines()
                                   if "too_large" in l or "send_problem" in l and "413" in l))
     if not {401, 403, 413} <= gate:
         fail("http_api.c: cannot find the 401/403/413 of authorize() and the size check; "
