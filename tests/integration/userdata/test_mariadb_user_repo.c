@@ -9,8 +9,6 @@
 
 #include <mysql.h>
 #include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -606,7 +604,6 @@ static void test_sodium_hasher_bounds_parallel_hashes_without_deadlock(void **st
 
 struct slow_hash {
     struct password_hasher ph;
-    atomic_int started;
     int rc;
 };
 
@@ -614,16 +611,33 @@ static void *slow_hash_main(void *arg)
 {
     struct slow_hash *s = arg;
     char hash[USER_PASSWORD_HASH_MAX + 1];
-    atomic_store(&s->started, 1);
     s->rc = s->ph.ops->hash(s->ph.self, "slow", hash);
     return NULL;
+}
+
+/* Polls h (every millisecond, up to 10 s) until running and waiting are as given. */
+static void await_load(struct sodium_hasher *h, unsigned running, unsigned waiting)
+{
+    unsigned r = 0, w = 0;
+    for (int i = 0; i < 10000; i++) {
+        sodium_hasher_load(h, &r, &w);
+        if (r == running && w == waiting)
+            return;
+        usleep(1000);
+    }
+    fail_msg("hasher load: running %u waiting %u, want %u and %u", r, w, running, waiting);
+}
+
+static long ms_between(const struct timespec *a, const struct timespec *b)
+{
+    return (b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000;
 }
 
 /* One slot, taken by a long hash: a second hash waits wait_ms and answers BUSY. */
 static void test_sodium_hasher_answers_busy_after_its_wait(void **state)
 {
-    /* 64 MiB and 8 passes: a hash of several hundred milliseconds */
-    struct sodium_hasher *h = sodium_hasher_new(8, 64u * 1024 * 1024, 1, 20);
+    /* 256 MiB and 4 passes: a hash of about a second here; the wait is 200 ms */
+    struct sodium_hasher *h = sodium_hasher_new(4, 256u * 1024 * 1024, 1, 200);
     char hash[USER_PASSWORD_HASH_MAX + 1];
     struct slow_hash s = {.rc = -2};
     pthread_t t;
@@ -633,19 +647,54 @@ static void test_sodium_hasher_answers_busy_after_its_wait(void **state)
     assert_non_null(h);
     s.ph = sodium_hasher_port(h);
     assert_int_equal(pthread_create(&t, NULL, slow_hash_main, &s), 0);
-    while (!atomic_load(&s.started))
-        sched_yield();
-    usleep(50 * 1000); /* the slow hash has its slot */
+    await_load(h, 1, 0); /* the slow hash has the slot */
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = s.ph.ops->hash(s.ph.self, "impatient", hash);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    unsigned running, waiting;
+    sodium_hasher_load(h, &running, &waiting);
     pthread_join(t, NULL);
     assert_int_equal(s.rc, 0);
+    assert_int_equal(running, 1); /* the slow hash outlasted the wait */
+    assert_int_equal(waiting, 0);
     assert_int_equal(rc, PASSWORD_HASHER_BUSY);
-    long waited_ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-    assert_true(waited_ms >= 19);
+    assert_true(ms_between(&t0, &t1) >= 199);
     /* the slot is free again */
     assert_int_equal(s.ph.ops->hash(s.ph.self, "patient", hash), 0);
+    sodium_hasher_free(h);
+}
+
+/* With the slot taken and two callers waiting (twice max_parallel), a third is told busy
+ * at once instead of waiting too. */
+static void test_sodium_hasher_lets_only_twice_its_slots_wait(void **state)
+{
+    struct sodium_hasher *h = sodium_hasher_new(4, 256u * 1024 * 1024, 1, 60000);
+    char hash[USER_PASSWORD_HASH_MAX + 1];
+    struct slow_hash s[3];
+    pthread_t t[3];
+    struct timespec t0, t1;
+    (void)state;
+
+    assert_non_null(h);
+    for (int i = 0; i < 3; i++) {
+        s[i].ph = sodium_hasher_port(h);
+        s[i].rc = -2;
+        assert_int_equal(pthread_create(&t[i], NULL, slow_hash_main, &s[i]), 0);
+        await_load(h, 1, (unsigned)i); /* one hashes, the others wait */
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = s[0].ph.ops->hash(s[0].ph.self, "one too many", hash);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    unsigned running, waiting;
+    sodium_hasher_load(h, &running, &waiting);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(s[i].rc, 0); /* the waiters got their turn */
+    }
+    assert_int_equal(running, 1);
+    assert_int_equal(waiting, 2);
+    assert_int_equal(rc, PASSWORD_HASHER_BUSY);
+    assert_true(ms_between(&t0, &t1) < 1000); /* refused, not queued for 60 s */
     sodium_hasher_free(h);
 }
 
@@ -712,6 +761,7 @@ int main(void)
         cmocka_unit_test(test_sodium_hasher_hashes_and_verifies),
         cmocka_unit_test(test_sodium_hasher_bounds_parallel_hashes_without_deadlock),
         cmocka_unit_test(test_sodium_hasher_answers_busy_after_its_wait),
+        cmocka_unit_test(test_sodium_hasher_lets_only_twice_its_slots_wait),
         cmocka_unit_test(test_system_env_makes_distinct_v4_ids_and_tells_time),
         /* Last: it stops and starts the server. */
         cmocka_unit_test_teardown(test_server_down_is_unavailable_then_recovers, restart_teardown),

@@ -1,6 +1,8 @@
 /* sodium_hasher: the password_hasher port on libsodium's argon2id (crypto_pwhash_str),
- * with a counting semaphore so that at most max_parallel hashes hold memlimit at once, and
- * a bounded wait for it so that a flood of password writes cannot hold every HTTP worker. */
+ * with a counting semaphore so that at most max_parallel hashes hold memlimit at once.
+ * At most MAX_WAITING_PER_SLOT * max_parallel callers wait for it, each for at most
+ * wait_ms; any more are told busy at once, so that a flood of password writes cannot hold
+ * every HTTP worker (8 by default: 2 hash, 4 wait, 2 stay free for everything else). */
 #include "datasources/sodium_hasher.h"
 
 #include <pthread.h>
@@ -10,12 +12,15 @@
 #include <string.h>
 #include <time.h>
 
+#define MAX_WAITING_PER_SLOT 2
+
 struct sodium_hasher {
     unsigned long long opslimit;
     size_t memlimit;
     unsigned max_parallel;
     unsigned wait_ms;
     unsigned running; /* hashes/verifies in progress, guarded by mu */
+    unsigned waiting; /* callers waiting for a slot, guarded by mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
@@ -34,9 +39,18 @@ static int sodium_hasher_acquire(struct sodium_hasher *h)
         until.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&h->mu);
-    while (h->running >= h->max_parallel && rc == 0) {
-        if (pthread_cond_timedwait(&h->cv, &h->mu, &until) != 0 && h->running >= h->max_parallel)
-            rc = PASSWORD_HASHER_BUSY;
+    if (h->running >= h->max_parallel) {
+        if (h->waiting >= MAX_WAITING_PER_SLOT * h->max_parallel) {
+            pthread_mutex_unlock(&h->mu);
+            return PASSWORD_HASHER_BUSY; /* enough wait already */
+        }
+        h->waiting++;
+        while (h->running >= h->max_parallel && rc == 0) {
+            if (pthread_cond_timedwait(&h->cv, &h->mu, &until) != 0 &&
+                h->running >= h->max_parallel)
+                rc = PASSWORD_HASHER_BUSY;
+        }
+        h->waiting--;
     }
     if (rc == 0)
         h->running++;
@@ -130,6 +144,14 @@ struct sodium_hasher *sodium_hasher_new(unsigned long long opslimit, size_t meml
     }
 out:
     return h;
+}
+
+void sodium_hasher_load(struct sodium_hasher *h, unsigned *running, unsigned *waiting)
+{
+    pthread_mutex_lock(&h->mu);
+    *running = h->running;
+    *waiting = h->waiting;
+    pthread_mutex_unlock(&h->mu);
 }
 
 /* Frees h (NULL is fine). No hash may be running. */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "shared/log.h"
@@ -20,11 +21,12 @@
 #define API_USERS        "/api/v1/users"
 #define API_USERS_PREFIX "/api/v1/users/"
 #define MAX_CONNECTIONS  1000u
-/* A chunked body over the limit is read on and dropped up to this much more, so that a
- * client sending a little too much gets its 413; past it the connection is closed. */
-#define CHUNKED_DRAIN_MAX (8u * 1024 * 1024)
-#define LIST_DEFAULT      50
-#define RETRY_AFTER_S     "5"
+/* A body over the limit is read on and dropped up to this much more, so that a client that
+ * sends a little too much (and does not wait for 100 Continue) reads its 413 instead of a
+ * reset; past it the connection is closed. */
+#define DRAIN_MAX     (8u * 1024 * 1024)
+#define LIST_DEFAULT  50
+#define RETRY_AFTER_S "5"
 
 static const unsigned tracked_codes[] = {200, 201, 204, 400, 401, 403, 404, 405,
                                          409, 412, 413, 415, 422, 500, 503};
@@ -49,6 +51,7 @@ struct request {
     size_t len;
     size_t cap;
     bool too_large;
+    bool admitted; /* admit() passed */
     struct timespec start;
     unsigned status;
     char method[8];
@@ -376,9 +379,12 @@ static bool users_route(const char *url, const char **id)
     return **id != '\0' && strchr(*id, '/') == NULL;
 }
 
-/* The checks that need no body (method, token, declared size), run as soon as the headers
- * are in: a refused request is answered at once, without 100 Continue, and MHD reads none
- * of its body. *ok when the request may go on. */
+/* The checks that need no body: method, token and (for the users routes, the only ones
+ * that take a body) size. *ok when the request may go on; otherwise the refusal is queued.
+ * on_request runs it when the headers are in if the client waits for 100 Continue (then
+ * a refused body is never sent) or declares a body too large to drain; else once the
+ * body is in, because answering early makes MHD close the connection while the client may
+ * still be sending, and the client would read a reset instead of the answer. */
 static enum MHD_Result admit(struct http_api *api, struct MHD_Connection *conn, struct request *req,
                              const char *url, const char *method, bool *ok)
 {
@@ -398,10 +404,11 @@ static enum MHD_Result admit(struct http_api *api, struct MHD_Connection *conn, 
             authorize(api, conn, req, is_get ? "users:read" : "users:write", &authorized);
         if (!authorized)
             return ret;
+        if (req->too_large)
+            return send_problem(conn, req, 413, "the request body is too large", NULL, NULL);
     }
-    if (req->too_large)
-        return send_problem(conn, req, 413, "the request body is too large", NULL, NULL);
     *ok = true;
+    req->admitted = true;
     return MHD_YES;
 }
 
@@ -508,25 +515,32 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         snprintf(req->path, sizeof req->path, "%s", url);
         *con_cls = req;
         const char *cl = header_value(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl != NULL) {
+        const char *expect = header_value(conn, MHD_HTTP_HEADER_EXPECT);
+        bool far_over = false;
+        if (cl != NULL) { /* MHD itself refuses one that does not parse or overflows */
             char *end = NULL;
             errno = 0;
             unsigned long long n = strtoull(cl, &end, 10);
-            if (errno != 0 || *end != '\0' || n > api->max_body)
-                req->too_large = true;
+            req->too_large = errno != 0 || *end != '\0' || n > api->max_body;
+            far_over =
+                req->too_large && (errno != 0 || *end != '\0' || n - api->max_body > DRAIN_MAX);
         }
-        bool ok = false;
-        enum MHD_Result ret = admit(api, conn, req, url, method, &ok);
-        return ok ? MHD_YES : ret;
+        if (far_over || (expect != NULL && strcasecmp(expect, "100-continue") == 0)) {
+            bool ok = false;
+            enum MHD_Result ret = admit(api, conn, req, url, method, &ok);
+            return ok ? MHD_YES : ret;
+        }
+        return MHD_YES; /* admit() once the body is in */
     }
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         if (req->too_large || n > api->max_body - req->len) {
-            /* Only a chunked body gets here (a declared size was checked by admit()). MHD
-             * cannot answer in the middle of a body: drop it and answer 413 at its end,
-             * unless it goes on past CHUNKED_DRAIN_MAX, when the connection is closed so
-             * that one client cannot send for ever. */
+            /* A declared size a little over the limit (sent without waiting for 100
+             * Continue), or a chunked body found too large. MHD cannot answer in the middle
+             * of a body: drop it and answer 413 at its end, unless it goes on past
+             * DRAIN_MAX, when the connection is closed so that one client cannot send for
+             * ever. */
             if (!req->too_large) {
                 req->too_large = true;
                 free(req->body);
@@ -534,11 +548,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 req->cap = 0;
             }
             req->len = n > SIZE_MAX - req->len ? SIZE_MAX : req->len + n; /* bytes seen */
-            if (req->len - api->max_body > CHUNKED_DRAIN_MAX) {
+            if (req->len > api->max_body && req->len - api->max_body > DRAIN_MAX) {
                 char limit[24];
                 snprintf(limit, sizeof limit, "%zu", api->max_body);
-                log_write(LOG_WARN, "chunked request body far over the limit: connection closed",
-                          "method", req->method, "path", req->path, "limit_bytes", limit, NULL);
+                log_write(LOG_WARN, "request body far over the limit: connection closed", "method",
+                          req->method, "path", req->path, "limit_bytes", limit, NULL);
                 req->status = 413; /* for the access log and the metrics */
                 return MHD_NO;
             }
@@ -558,8 +572,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->len += n;
         return MHD_YES;
     }
-    if (req->too_large) /* a chunked body found too large while reading */
+    const char *id;
+    if (!req->admitted) {
+        bool ok = false;
+        enum MHD_Result ret = admit(api, conn, req, url, method, &ok);
+        if (!ok)
+            return ret;
+    } else if (req->too_large && users_route(url, &id)) {
+        /* admitted from the headers; a chunked body then proved too large */
         return send_problem(conn, req, 413, "the request body is too large", NULL, NULL);
+    }
     return route(api, conn, req, url, method);
 }
 
