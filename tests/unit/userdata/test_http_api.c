@@ -94,9 +94,29 @@ static void mint_expired(char *out, size_t outlen)
     jwt_free(jwt);
 }
 
-static int setup(void **state)
+/* Starts the fixture's server (conns_per_ip 0: no per-address limit); 0 or -1. */
+static int start_api(struct fixture *fx, unsigned conns_per_ip)
 {
     static const char spec[] = "openapi: 3.1.0\n";
+    char err[256];
+    struct http_api_config hc = {.bind_addr = "127.0.0.1",
+                                 .port = 0,
+                                 .threads = 2,
+                                 .max_body = MAX_BODY,
+                                 .conns_per_ip = conns_per_ip,
+                                 .openapi = spec,
+                                 .openapi_len = sizeof spec - 1};
+    fx->api = http_api_start(&hc, fx->uc, fx->auth, fx->metrics, err, sizeof err);
+    if (fx->api == NULL) {
+        fprintf(stderr, "http_api_start: %s\n", err);
+        return -1;
+    }
+    snprintf(fx->base, sizeof fx->base, "http://127.0.0.1:%u", http_api_port(fx->api));
+    return 0;
+}
+
+static int setup(void **state)
+{
     struct fixture *fx = calloc(1, sizeof *fx);
     char err[256];
     struct auth_config ac = auth_cfg();
@@ -109,18 +129,8 @@ static int setup(void **state)
                        fake_env_port(&fx->env));
     fx->auth = auth_new(&ac, err, sizeof err);
     fx->metrics = metrics_new();
-    struct http_api_config hc = {.bind_addr = "127.0.0.1",
-                                 .port = 0,
-                                 .threads = 2,
-                                 .max_body = MAX_BODY,
-                                 .openapi = spec,
-                                 .openapi_len = sizeof spec - 1};
-    fx->api = http_api_start(&hc, fx->uc, fx->auth, fx->metrics, err, sizeof err);
-    if (fx->api == NULL) {
-        fprintf(stderr, "http_api_start: %s\n", err);
+    if (start_api(fx, 0) != 0)
         return -1;
-    }
-    snprintf(fx->base, sizeof fx->base, "http://127.0.0.1:%u", http_api_port(fx->api));
     mint("users:read users:write", 600, fx->token_rw, sizeof fx->token_rw);
     mint("users:read", 600, fx->token_ro, sizeof fx->token_ro);
     *state = fx;
@@ -130,19 +140,9 @@ static int setup(void **state)
 /* Restarts the fixture's server with a per-address connection limit. */
 static void restart_with_conns_per_ip(struct fixture *fx, unsigned limit)
 {
-    static const char spec[] = "openapi: 3.1.0\n";
-    char err[256];
     http_api_stop(fx->api);
-    struct http_api_config hc = {.bind_addr = "127.0.0.1",
-                                 .port = 0,
-                                 .threads = 2,
-                                 .max_body = MAX_BODY,
-                                 .conns_per_ip = limit,
-                                 .openapi = spec,
-                                 .openapi_len = sizeof spec - 1};
-    fx->api = http_api_start(&hc, fx->uc, fx->auth, fx->metrics, err, sizeof err);
-    if (fx->api == NULL)
-        fail_msg("http_api_start: %s", err);
+    if (start_api(fx, limit) != 0)
+        fail_msg("http_api_start failed");
 }
 
 static int teardown(void **state)
