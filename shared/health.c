@@ -15,10 +15,8 @@
 #include <sys/socket.h>
 
 /* One thread per connection: a slow ready() (a database ping) then delays only that
- * probe, never /healthz. Probes are few, so the limit and timeout keep it bounded. */
-#define HEALTH_CONNECTION_LIMIT     32
-#define HEALTH_CONNECTION_TIMEOUT_S 10
-#define HEALTH_REASON_MAX           256
+ * probe, never /healthz. Probes are few; the limits in health.h keep it bounded. */
+#define HEALTH_REASON_MAX 256
 
 #define HEALTH_JSON "application/json"
 #define HEALTH_PROM "text/plain; version=0.0.4; charset=utf-8"
@@ -48,19 +46,29 @@ static void health_err(char *errstr, size_t errlen, const char *fmt, ...)
 static void health_mhd_log(void *cls, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 
-/* libmicrohttpd's own errors (accept failures and the like) go to the JSON log. */
+/* At most 10 of libmicrohttpd's lines a minute: a client can make it write one per
+ * connection it opens past a limit. */
+static struct log_rate health_log_rate = LOG_RATE_INIT(10, 60);
+
+/* libmicrohttpd's own errors (accept failures, connections refused over a limit) go to the
+ * JSON log, with how many lines the rate cap dropped before this one. */
 static void health_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
+    char dropped_s[24];
+    unsigned long dropped = 0;
     size_t n;
 
     (void)cls;
+    if (!log_rate_allow(&health_log_rate, &dropped))
+        return;
     if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
         return;
     n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
-    log_write(LOG_WARN, "health server error", "detail", msg, NULL);
+    (void)snprintf(dropped_s, sizeof(dropped_s), "%lu", dropped);
+    log_write(LOG_WARN, "health server error", "detail", msg, "lines_dropped", dropped_s, NULL);
 }
 
 /* Queues a response. body is either copied (MHD_RESPMEM_MUST_COPY) or, when owned, a
@@ -194,7 +202,8 @@ struct health_server *health_server_start(const char *bind_addr, uint16_t port,
     h->daemon = MHD_start_daemon(
         flags, port, NULL, NULL, health_handle, h, MHD_OPTION_EXTERNAL_LOGGER, health_mhd_log, NULL,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)HEALTH_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)HEALTH_CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned int)HEALTH_CONNECTIONS_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)HEALTH_CONNECTION_TIMEOUT_S, MHD_OPTION_END);
     if (h->daemon == NULL) {
         health_err(errstr, errlen, "health: cannot listen on %s port %u: %s", bind_addr,

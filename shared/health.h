@@ -14,6 +14,14 @@ struct health_server;
  * the server's thread. */
 typedef bool (*health_ready_fn)(void *ctx, char *why, size_t whylen);
 
+/* Connections the server holds at once: in all, and from one client address. A client that
+ * opens many and sends nothing can then hold at most HEALTH_CONNECTIONS_PER_IP slots, each
+ * for at most HEALTH_CONNECTION_TIMEOUT_S of silence, and a probe from another address
+ * still gets in. */
+#define HEALTH_CONNECTION_LIMIT     64
+#define HEALTH_CONNECTIONS_PER_IP   8
+#define HEALTH_CONNECTION_TIMEOUT_S 3
+
 /* Starts listening on bind_addr:port (port 0 picks an ephemeral one). /healthz answers
  * 200 {"status":"ok"}; /readyz 200 or 503 {"status":"unavailable","reason":...} from
  * ready(); /metrics the registry's text. Other paths 404, other methods 405 with Allow.

@@ -332,3 +332,35 @@ void log_writef(enum log_level level, const char *fmt, ...)
     }
     log_emit(level, msg, cut, NULL);
 }
+
+bool log_rate_allow_at(struct log_rate *r, int64_t now_s, unsigned long *dropped)
+{
+    bool allow;
+
+    (void)pthread_mutex_lock(&r->lock);
+    if (r->window_start == INT64_MIN || now_s < r->window_start ||
+        now_s - r->window_start >= r->window_s) {
+        r->window_start = now_s;
+        r->used = 0;
+    }
+    allow = r->used < r->burst;
+    if (allow) {
+        r->used++;
+        if (dropped != NULL)
+            *dropped = r->dropped;
+        r->dropped = 0;
+    } else {
+        r->dropped++;
+    }
+    (void)pthread_mutex_unlock(&r->lock);
+    return allow;
+}
+
+bool log_rate_allow(struct log_rate *r, unsigned long *dropped)
+{
+    struct timespec now;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &now) != 0)
+        now.tv_sec = 0; /* cannot happen with CLOCK_MONOTONIC; one window then */
+    return log_rate_allow_at(r, (int64_t)now.tv_sec, dropped);
+}

@@ -2,8 +2,10 @@
 #ifndef SHARED_LOG_H
 #define SHARED_LOG_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 
@@ -32,6 +34,28 @@ void log_writef(enum log_level level, const char *fmt, ...) __attribute__((forma
  * NUL-terminated when dstlen > 0; output that does not fit is cut before the first
  * character that would overflow. Returns true when all of src fit. src NULL = "". */
 bool log_json_escape(const char *src, char *dst, size_t dstlen);
+
+/* A cap on how often one source writes lines, for messages a client can trigger at will
+ * (a refused connection, say): at most `burst` lines per window of `window_s` seconds;
+ * the rest are dropped and counted. Define with LOG_RATE_INIT(burst, window_s). */
+struct log_rate {
+    pthread_mutex_t lock;
+    unsigned burst;
+    int64_t window_s;
+    int64_t window_start;
+    unsigned used;
+    unsigned long dropped;
+};
+#define LOG_RATE_INIT(burst_, window_s_)                                                           \
+    {                                                                                              \
+        PTHREAD_MUTEX_INITIALIZER, (burst_), (window_s_), INT64_MIN, 0, 0                          \
+    }
+
+/* True when a line may be written now. *dropped (when not NULL) gets the number of lines
+ * refused since the last one allowed, so the caller can report it. Thread-safe. */
+bool log_rate_allow(struct log_rate *r, unsigned long *dropped);
+/* The same with the time given (seconds on any steady clock); for tests. */
+bool log_rate_allow_at(struct log_rate *r, int64_t now_s, unsigned long *dropped);
 
 /* Level-checked printf-style logging: arguments are not evaluated when the level is off. */
 /* clang-format off */

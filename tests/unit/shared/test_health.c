@@ -8,12 +8,19 @@
 #include "shared/health.h"
 #include "shared/metrics.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 struct ready_state {
     bool ready;
@@ -344,6 +351,57 @@ static void ipv6_loopback_when_available(void **state)
     health_server_stop(h);
 }
 
+/* A socket from 127.0.0.2 to the server that sends half a request and then nothing. */
+static int slow_client(uint16_t port)
+{
+    static const char part[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+    struct sockaddr_in from = {.sin_family = AF_INET};
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    assert_int_equal(inet_pton(AF_INET, "127.0.0.2", &from.sin_addr), 1);
+    assert_int_equal(inet_pton(AF_INET, "127.0.0.1", &to.sin_addr), 1);
+    if (bind(fd, (struct sockaddr *)&from, sizeof(from)) != 0)
+        fail_msg("bind 127.0.0.2: %s", strerror(errno));
+    if (connect(fd, (struct sockaddr *)&to, sizeof(to)) != 0)
+        fail_msg("connect: %s", strerror(errno));
+    assert_int_equal(send(fd, part, sizeof(part) - 1, MSG_NOSIGNAL), (ssize_t)(sizeof(part) - 1));
+    return fd;
+}
+
+/* True while the server keeps fd open: nothing to read yet (no answer, no EOF, no reset). */
+static bool held_open(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+
+    return poll(&p, 1, 0) == 0;
+}
+
+/* One address opening more connections than the server holds in all, each sending half a
+ * request, gets HEALTH_CONNECTIONS_PER_IP of them; the rest are closed at once, and a
+ * probe from another address is still answered. */
+static void slow_clients_from_one_address_cannot_block_probes(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = HEALTH_CONNECTION_LIMIT + 8 };
+    int fds[N];
+    int open_count = 0;
+    struct reply r;
+    struct timespec pause = {.tv_sec = 0, .tv_nsec = 300 * 1000 * 1000};
+
+    for (int i = 0; i < N; i++)
+        fds[i] = slow_client(health_server_port(f->server));
+    (void)nanosleep(&pause, NULL); /* the server accepts and refuses; well under the timeout */
+    http("GET", health_server_port(f->server), "/healthz", &r);
+    assert_int_equal(r.status, 200);
+    for (int i = 0; i < N; i++)
+        open_count += held_open(fds[i]) ? 1 : 0;
+    assert_int_equal(open_count, HEALTH_CONNECTIONS_PER_IP);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +416,8 @@ int main(void)
         cmocka_unit_test(bad_bind_address_rejected),
         cmocka_unit_test_setup_teardown(port_in_use_reported, setup, teardown),
         cmocka_unit_test(ipv6_loopback_when_available),
+        cmocka_unit_test_setup_teardown(slow_clients_from_one_address_cannot_block_probes, setup,
+                                        teardown),
     };
     int failed;
 

@@ -445,6 +445,41 @@ static void json_escape_cuts_whole_characters(void **state)
     assert_string_equal(buf, "");
 }
 
+static void rate_cap_drops_and_counts(void **state)
+{
+    struct log_rate r = LOG_RATE_INIT(3, 60);
+    unsigned long dropped = 99;
+
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        assert_true(log_rate_allow_at(&r, 1000, &dropped));
+        assert_int_equal(dropped, 0);
+    }
+    for (int i = 0; i < 5; i++)
+        assert_false(log_rate_allow_at(&r, 1059, &dropped));
+    /* A new window: allowed again, and told how many were dropped. */
+    assert_true(log_rate_allow_at(&r, 1060, &dropped));
+    assert_int_equal(dropped, 5);
+    assert_true(log_rate_allow_at(&r, 1061, &dropped));
+    assert_int_equal(dropped, 0);
+    assert_true(log_rate_allow_at(&r, 1062, NULL));
+    assert_false(log_rate_allow_at(&r, 1063, &dropped));
+    /* A clock that goes back starts a window too rather than blocking for ever. */
+    assert_true(log_rate_allow_at(&r, 5, &dropped));
+    assert_int_equal(dropped, 1);
+}
+
+static void rate_cap_on_the_steady_clock(void **state)
+{
+    struct log_rate r = LOG_RATE_INIT(1, 3600);
+    unsigned long dropped = 99;
+
+    (void)state;
+    assert_true(log_rate_allow(&r, &dropped));
+    assert_int_equal(dropped, 0);
+    assert_false(log_rate_allow(&r, &dropped)); /* the window started a moment ago */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -461,6 +496,8 @@ int main(void)
         cmocka_unit_test_setup(writef_long_message_cut_at_boundary, setup),
         cmocka_unit_test_setup(concurrent_lines_do_not_interleave, setup),
         cmocka_unit_test_setup(json_escape_cuts_whole_characters, setup),
+        cmocka_unit_test(rate_cap_drops_and_counts),
+        cmocka_unit_test(rate_cap_on_the_steady_clock),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
