@@ -1,6 +1,8 @@
 /* config: reads one setting from the environment (or its *_FILE secret file) and validates it. */
 #include "shared/config.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -281,6 +283,36 @@ int config_port(const char *name, uint16_t def, bool allow_zero, uint16_t *out, 
     if (config_int(name, def, allow_zero ? 0 : 1, 65535, &v, errstr, errlen) != 0)
         return -1;
     *out = (uint16_t)v;
+    return 0;
+}
+
+int config_ip_addr(const char *name, const char *def, bool allow_ipv6, char **out, char *errstr,
+                   size_t errlen)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    if (config_string(name, def, out, errstr, errlen) != 0)
+        return -1;
+    if (*out != NULL &&
+        (inet_pton(AF_INET, *out, buf) == 1 || (allow_ipv6 && inet_pton(AF_INET6, *out, buf) == 1)))
+        return 0;
+    config_err(errstr, errlen, "%s: must be a numeric %s address (such as 127.0.0.1 or 0.0.0.0)",
+               name, allow_ipv6 ? "IPv4 or IPv6" : "IPv4");
+    free(*out);
+    *out = NULL;
+    return -1;
+}
+
+int config_check_dir(const char *name, const char *path, char *errstr, size_t errlen)
+{
+    DIR *d = path != NULL ? opendir(path) : NULL;
+
+    if (d == NULL) {
+        config_err(errstr, errlen, "%s: cannot open directory %s: %s", name,
+                   path != NULL ? path : "(unset)", path != NULL ? strerror(errno) : "no path");
+        return -1;
+    }
+    (void)closedir(d);
     return 0;
 }
 

@@ -22,8 +22,15 @@ int config_int(const char *name, long long def, long long min, long long max, lo
 /* TCP port 1..65535 (0 allowed when allow_zero: "pick an ephemeral port"). */
 int config_port(const char *name, uint16_t def, bool allow_zero, uint16_t *out, char *errstr,
                 size_t errlen);
+/* A numeric IPv4 address (also IPv6 when allow_ipv6), such as 127.0.0.1, 0.0.0.0 or ::;
+ * a copy of def when unset. No host names: a listener must not depend on DNS. */
+int config_ip_addr(const char *name, const char *def, bool allow_ipv6, char **out, char *errstr,
+                   size_t errlen);
 /* true/false/1/0/yes/no/on/off, case-insensitive. */
 int config_bool(const char *name, bool def, bool *out, char *errstr, size_t errlen);
+/* Checks that path (the value of variable `name`) is a directory this process can list.
+ * Returns 0, or -1 with "NAME: cannot open directory PATH: reason" in errstr. */
+int config_check_dir(const char *name, const char *path, char *errstr, size_t errlen);
 /* Reads a whole file (at most max_bytes) into a malloc'd NUL-terminated buffer.
  * Caller frees *out. */
 int config_read_file(const char *path, size_t max_bytes, char **out, size_t *len, char *errstr,

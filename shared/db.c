@@ -181,15 +181,17 @@ static const char create_table_sql[] =
     " applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)"
     ") ENGINE = InnoDB DEFAULT CHARSET = utf8mb4";
 
-/* A database name we are willing to put between backticks: letters, digits, '_', '$'. */
-static int database_name_valid(const char *s)
+bool db_name_valid(const char *s)
 {
     size_t n = 0;
+    if (s == NULL) {
+        return false;
+    }
     for (const char *p = s; *p != '\0'; p++, n++) {
         char ch = *p;
         if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
               ch == '_' || ch == '$')) {
-            return 0;
+            return false;
         }
     }
     return n > 0 && n <= 64;
@@ -550,12 +552,15 @@ int db_migrations_apply(const struct db_config *cfg, const char *dir, unsigned *
     char sql[256];
     char lock_name[65];
     long long v;
+    /* What a failure returns: -1 while the server may still come up or free itself, -2 for
+     * what no retry can mend (our files, the name, a statement the server rejects). */
+    int fail = DB_MIGRATIONS_PERMANENT;
 
     if (applied != NULL) {
         *applied = 0;
     }
-    if (cfg->database == NULL || !database_name_valid(cfg->database)) {
-        snprintf(errstr, errlen, "database name must be 1-64 of [A-Za-z0-9_$]");
+    if (cfg->database == NULL || !db_name_valid(cfg->database)) {
+        snprintf(errstr, errlen, "database name must be " DB_NAME_RULE);
         goto out;
     }
     if (sodium_init() < 0) {
@@ -565,6 +570,7 @@ int db_migrations_apply(const struct db_config *cfg, const char *dir, unsigned *
     if (list_files(dir, &files, &nfiles, errstr, errlen) != 0) {
         goto out;
     }
+    fail = -1; /* from here on the server is involved */
     db = db_connect(cfg, false, errstr, errlen);
     if (db == NULL) {
         goto out;
@@ -607,6 +613,7 @@ int db_migrations_apply(const struct db_config *cfg, const char *dir, unsigned *
 
         text = read_file(dir, f->name, &len, errstr, errlen);
         if (text == NULL) {
+            fail = DB_MIGRATIONS_PERMANENT;
             goto out;
         }
         checksum_hex(text, len, sum);
@@ -615,11 +622,20 @@ int db_migrations_apply(const struct db_config *cfg, const char *dir, unsigned *
                 snprintf(errstr, errlen,
                          "migration %s changed after it was applied (checksum %s, recorded %s)",
                          f->name, sum, a->checksum);
+                fail = DB_MIGRATIONS_PERMANENT;
                 goto out;
             }
         } else {
-            if (apply_text(db, f->name, text, errstr, errlen) != 0 ||
-                record_applied(db, f, sum, errstr, errlen) != 0) {
+            if (apply_text(db, f->name, text, errstr, errlen) != 0) {
+                /* Our own parse errors leave errno 0; a lost connection or a lock wait
+                 * may pass, a statement the server refuses will not. */
+                unsigned e = mysql_errno(db);
+
+                if (!db_is_connection_error(e) && !db_is_transient_error(e))
+                    fail = DB_MIGRATIONS_PERMANENT;
+                goto out;
+            }
+            if (record_applied(db, f, sum, errstr, errlen) != 0) {
                 goto out;
             }
             count++;
@@ -646,6 +662,9 @@ int db_migrations_apply(const struct db_config *cfg, const char *dir, unsigned *
     }
     rc = 0;
 out:
+    if (rc != 0) {
+        rc = fail;
+    }
     free(text);
     if (locked) {
         char ignored[256];
@@ -666,14 +685,24 @@ int db_migrations_apply_waiting(const struct db_config *cfg, const char *dir, un
     time_t deadline = time(NULL) + (time_t)wait_s;
 
     for (;;) {
-        if (db_migrations_apply(cfg, dir, &applied, errstr, errlen) == 0) {
+        int rc = db_migrations_apply(cfg, dir, &applied, errstr, errlen);
+
+        if (rc == 0) {
             char n[16];
             snprintf(n, sizeof n, "%u", applied);
             log_write(LOG_INFO, "migrations applied", "applied", n, "dir", dir, "database",
                       cfg->database, NULL);
             return 0;
         }
-        if (time(NULL) >= deadline || (stop != NULL && stop())) {
+        if (rc == DB_MIGRATIONS_PERMANENT) {
+            log_write(LOG_ERROR, "migrations failed; waiting cannot help", "error", errstr, NULL);
+            return rc;
+        }
+        if (stop != NULL && stop()) {
+            log_write(LOG_INFO, "stop requested while waiting for the database", NULL);
+            return DB_MIGRATIONS_STOPPED;
+        }
+        if (time(NULL) >= deadline) {
             log_write(LOG_ERROR, "migrations failed", "error", errstr, NULL);
             return -1;
         }

@@ -95,7 +95,7 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
                       &s->migrations_dir, err, errlen) ||
         config_string("PUSH_EMAIL_TEMPLATES_DIR", PUSH_EMAIL_DEFAULT_SHARE_DIR "/templates",
                       &s->templates_dir, err, errlen) ||
-        config_string("PUSH_EMAIL_HEALTH_ADDR", "127.0.0.1", &s->health_addr, err, errlen) ||
+        config_ip_addr("PUSH_EMAIL_HEALTH_ADDR", "127.0.0.1", true, &s->health_addr, err, errlen) ||
         config_port("PUSH_EMAIL_HEALTH_PORT", 8081, true, &s->health_port, err, errlen) ||
         config_int("PUSH_EMAIL_RETRY_BASE_MS", 500, 10, 600000, &s->retry_base_ms, err, errlen) ||
         config_int("PUSH_EMAIL_RETRY_MAX_MS", 60000, 100, 3600000, &s->retry_max_ms, err, errlen) ||
@@ -106,6 +106,10 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
     enum log_level lvl;
     if (!log_level_parse(s->log_level, &lvl)) {
         snprintf(err, errlen, "PUSH_EMAIL_LOG_LEVEL: must be debug, info, warn or error");
+        return -1;
+    }
+    if (!db_name_valid(s->db_name)) {
+        snprintf(err, errlen, "PUSH_EMAIL_DB_NAME: must be " DB_NAME_RULE);
         return -1;
     }
     if (strcasecmp(s->smtp_starttls, "none") != 0 &&
@@ -272,6 +276,11 @@ int main(int argc, char **argv)
     notifier_free(probe);
     if (checked != 0) {
         fprintf(stderr, "push-email: templates or sender: %s\n", err);
+        rc = 2;
+        goto out;
+    }
+    if (config_check_dir("PUSH_EMAIL_MIGRATIONS_DIR", s.migrations_dir, err, sizeof err) != 0) {
+        fprintf(stderr, "push-email: %s\n", err);
         rc = 2;
         goto out;
     }

@@ -79,7 +79,7 @@ static void settings_free(struct settings *s)
 static int settings_load(struct settings *s, char *err, size_t errlen)
 {
     memset(s, 0, sizeof *s);
-    if (config_string("USERDATA_LISTEN_ADDR", "127.0.0.1", &s->listen_addr, err, errlen) ||
+    if (config_ip_addr("USERDATA_LISTEN_ADDR", "127.0.0.1", false, &s->listen_addr, err, errlen) ||
         config_port("USERDATA_PORT", 8080, true, &s->port, err, errlen) ||
         config_int("USERDATA_THREADS", 8, 1, 256, &s->threads, err, errlen) ||
         config_int("USERDATA_MAX_BODY_BYTES", 65536, 1024, 16 * 1024 * 1024, &s->max_body, err,
@@ -123,6 +123,10 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
         snprintf(err, errlen, "USERDATA_LOG_LEVEL: must be debug, info, warn or error");
         return -1;
     }
+    if (!db_name_valid(s->db_name)) {
+        snprintf(err, errlen, "USERDATA_DB_NAME: must be " DB_NAME_RULE);
+        return -1;
+    }
     if (s->db_pool == 0)
         s->db_pool = s->threads;
     return 0;
@@ -162,6 +166,19 @@ static int run_migrations(const struct settings *s)
                                        signals_stop_requested, err, sizeof err);
 }
 
+/* userdata migrate: applies the migrations and exits; 0 only when they are in (a Job that
+ * was stopped before the database came up has not migrated anything). */
+static int cmd_migrate(const struct settings *s)
+{
+    char err[512];
+
+    if (config_check_dir("USERDATA_MIGRATIONS_DIR", s->migrations_dir, err, sizeof err) != 0) {
+        fprintf(stderr, "userdata: %s\n", err);
+        return 2;
+    }
+    return run_migrations(s) == 0 ? 0 : 1;
+}
+
 /* Loads the JWT key material per the settings into *key (malloc'd; caller frees). */
 static int auth_settings(const struct settings *s, struct auth_config *ac, char **key, char *err,
                          size_t errlen)
@@ -180,8 +197,13 @@ static int auth_settings(const struct settings *s, struct auth_config *ac, char 
                      "USERDATA_JWT_PUBLIC_KEY_FILE: required when USERDATA_JWT_ALG=RS256");
             return -1;
         }
-        if (config_read_file(s->jwt_public_key_file, 64 * 1024, key, &len, err, errlen) != 0)
+        if (config_read_file(s->jwt_public_key_file, 64 * 1024, key, &len, err, errlen) != 0) {
+            char why[384];
+
+            snprintf(why, sizeof why, "%s", err);
+            snprintf(err, errlen, "USERDATA_JWT_PUBLIC_KEY_FILE: %s", why);
             return -1;
+        }
     } else {
         ac->alg = AUTH_HS256;
         if (s->jwt_secret == NULL || s->jwt_secret[0] == '\0') {
@@ -235,8 +257,20 @@ static int cmd_serve(const struct settings *s)
         openapi = NULL;
         openapi_len = 0;
     }
-    if (s->migrate_on_start && run_migrations(s) != 0)
+    if (s->migrate_on_start &&
+        config_check_dir("USERDATA_MIGRATIONS_DIR", s->migrations_dir, err, sizeof err) != 0) {
+        fprintf(stderr, "userdata: %s\n", err);
+        rc = 2;
         goto out;
+    }
+    if (s->migrate_on_start) {
+        int mrc = run_migrations(s);
+
+        if (mrc == DB_MIGRATIONS_STOPPED)
+            rc = 0; /* asked to stop before the database was there: a clean exit */
+        if (mrc != 0)
+            goto out;
+    }
 
     metrics = metrics_new();
     repo = mariadb_user_repo_new(&dbc);
@@ -404,7 +438,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (strcmp(cmd, "migrate") == 0)
-        rc = run_migrations(&s) == 0 ? 0 : 1;
+        rc = cmd_migrate(&s);
     else if (strcmp(cmd, "token") == 0)
         rc = cmd_token(&s, argc - 1, argv + 1);
     else

@@ -60,6 +60,32 @@ copy && printf 'Hola {{#changes}}{{label}}\n' > "$WORK/t/es/profile_changed.txt"
 expect_2 "a template with an unclosed section" "profile_changed email in locale es" \
     PUSH_EMAIL_TEMPLATES_DIR="$WORK/t"
 
+# Settings checked before anything waits (they used to fail late, after the database wait,
+# with exit 1 and no variable named).
+expect_2 "a host name as the health address" "PUSH_EMAIL_HEALTH_ADDR: must be a numeric" \
+    PUSH_EMAIL_HEALTH_ADDR=localhost
+expect_2 "an address with a port as the health address" "PUSH_EMAIL_HEALTH_ADDR" \
+    PUSH_EMAIL_HEALTH_ADDR=0.0.0.0:8081
+expect_2 "a database name that is not an identifier" "PUSH_EMAIL_DB_NAME: must be 1 to 64" \
+    PUSH_EMAIL_DB_NAME=notifications-db
+expect_2 "a migrations directory that is not there" \
+    "PUSH_EMAIL_MIGRATIONS_DIR: cannot open directory /nonexistent/m" \
+    PUSH_EMAIL_MIGRATIONS_DIR=/nonexistent/m
+
+# A migration file no retry can mend (a bad name) fails at once, not after the database
+# wait: exit 1 within seconds though PUSH_EMAIL_DB_WAIT_S is 60.
+mkdir -p "$WORK/mig" && printf 'SELECT 1;\n' > "$WORK/mig/V1_one_underscore.sql"
+t0=$SECONDS
+out=$(env "${base[@]}" PUSH_EMAIL_DB_WAIT_S=60 PUSH_EMAIL_LOG_LEVEL=info \
+      PUSH_EMAIL_MIGRATIONS_DIR="$WORK/mig" timeout 50 "$BIN" 2>&1)
+rc=$?
+if [[ $rc -eq 1 && $((SECONDS - t0)) -le 10 && "$out" == *"waiting cannot help"* &&
+      "$out" == *"V1_one_underscore.sql"* ]]; then
+    ok "a badly named migration: exit 1 after $((SECONDS - t0)) s, no wait"
+else
+    bad "a badly named migration: want exit 1 at once naming the file, got $rc after $((SECONDS - t0)) s: $(printf '%s' "$out" | tail -2)"
+fi
+
 # A good configuration passes the check and fails later, on the absent database: exit 1.
 out=$(env "${base[@]}" timeout 30 "$BIN" 2>&1 >/dev/null)
 rc=$?

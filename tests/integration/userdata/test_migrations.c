@@ -140,7 +140,8 @@ static void test_changed_checksum_is_an_error(void **state)
     assert_int_equal(applied, 1);
     write_file("V2__b.sql", "CREATE TABLE t2 (id BIGINT PRIMARY KEY);\n");
     err[0] = '\0';
-    assert_int_equal(db_migrations_apply(&fx.db, tmpdir, &applied, err, sizeof err), -1);
+    assert_int_equal(db_migrations_apply(&fx.db, tmpdir, &applied, err, sizeof err),
+                     DB_MIGRATIONS_PERMANENT);
     assert_int_equal(applied, 0);
     if (strstr(err, "V2__b.sql") == NULL || strstr(err, "changed") == NULL) {
         fail_msg("unclear error: %s", err);
@@ -155,7 +156,9 @@ static void test_failing_statement_is_reported_and_not_recorded(void **state)
 
     write_file("V2__b.sql", "CREATE TABLE t2 (id INT PRIMARY KEY);\n");
     write_file("V3__bad.sql", "CREATE TABLE t3 (id INT PRIMARY KEY, id INT);\n");
-    assert_int_equal(db_migrations_apply(&fx.db, tmpdir, &applied, err, sizeof err), -1);
+    /* The server refuses it (duplicate column): no retry can mend that. */
+    assert_int_equal(db_migrations_apply(&fx.db, tmpdir, &applied, err, sizeof err),
+                     DB_MIGRATIONS_PERMANENT);
     if (strstr(err, "V3__bad.sql") == NULL) {
         fail_msg("error does not name the file: %s", err);
     }
@@ -168,7 +171,8 @@ static void test_statement_without_semicolon_is_an_error(void **state)
     (void)state;
 
     write_file("V3__open.sql", "CREATE TABLE t3 (id INT PRIMARY KEY)\n");
-    assert_int_equal(db_migrations_apply(&fx.db, tmpdir, NULL, err, sizeof err), -1);
+    assert_int_equal(db_migrations_apply(&fx.db, tmpdir, NULL, err, sizeof err),
+                     DB_MIGRATIONS_PERMANENT);
     if (strstr(err, "';'") == NULL) {
         fail_msg("unclear error: %s", err);
     }
@@ -180,7 +184,8 @@ static void test_badly_named_sql_file_is_an_error(void **state)
     (void)state;
 
     write_file("V1_no_double_underscore.sql", "SELECT 1;\n");
-    assert_int_equal(db_migrations_apply(&fx.db, tmpdir, NULL, err, sizeof err), -1);
+    assert_int_equal(db_migrations_apply(&fx.db, tmpdir, NULL, err, sizeof err),
+                     DB_MIGRATIONS_PERMANENT);
     if (strstr(err, "V1_no_double_underscore.sql") == NULL) {
         fail_msg("unclear error: %s", err);
     }
@@ -193,8 +198,9 @@ static void test_hostile_database_name_is_refused(void **state)
     (void)state;
 
     cfg.database = "userdata_x`; DROP DATABASE mysql; --";
+    assert_false(db_name_valid(cfg.database));
     assert_int_equal(db_migrations_apply(&cfg, db_fixture_migrations_dir(), NULL, err, sizeof err),
-                     -1);
+                     DB_MIGRATIONS_PERMANENT);
     assert_non_null(strstr(err, "database name"));
 }
 
@@ -212,6 +218,38 @@ static void test_unreachable_server_fails_fast(void **state)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     assert_true(t1.tv_sec - t0.tv_sec < 10);
     assert_non_null(strstr(err, "connect"));
+}
+
+static bool stop_now(void)
+{
+    return true;
+}
+
+/* The waiting form retries only what may pass: a bad file fails at once though the wait
+ * is long, and a stop request while the server is away ends the wait as "stopped". */
+static void test_waiting_gives_up_at_once_on_what_cannot_pass(void **state)
+{
+    char err[512] = "";
+    struct db_config cfg = fx.db;
+    struct timespec t0, t1;
+    (void)state;
+
+    write_file("V1_no_double_underscore.sql", "SELECT 1;\n");
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(db_migrations_apply_waiting(&fx.db, tmpdir, 60, NULL, err, sizeof err),
+                     DB_MIGRATIONS_PERMANENT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true(t1.tv_sec - t0.tv_sec < 5);
+    assert_non_null(strstr(err, "V1_no_double_underscore.sql"));
+
+    cfg.port = 1; /* nothing listens there */
+    assert_int_equal(db_migrations_apply_waiting(&cfg, db_fixture_migrations_dir(), 60, stop_now,
+                                                 err, sizeof err),
+                     DB_MIGRATIONS_STOPPED);
+    /* Unreachable with no stop: -1 once the wait is over. */
+    assert_int_equal(
+        db_migrations_apply_waiting(&cfg, db_fixture_migrations_dir(), 0, NULL, err, sizeof err),
+        -1);
 }
 
 struct starter {
@@ -262,6 +300,7 @@ int main(void)
         cmocka_unit_test_setup(test_badly_named_sql_file_is_an_error, test_setup),
         cmocka_unit_test_setup(test_hostile_database_name_is_refused, test_setup),
         cmocka_unit_test_setup(test_unreachable_server_fails_fast, test_setup),
+        cmocka_unit_test_setup(test_waiting_gives_up_at_once_on_what_cannot_pass, test_setup),
         cmocka_unit_test_setup(test_concurrent_starters_apply_each_file_once, test_setup),
     };
     return cmocka_run_group_tests_name("migrations", tests, group_setup, group_teardown);

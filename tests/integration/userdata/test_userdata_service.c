@@ -1115,34 +1115,47 @@ static int cmp_id(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Creates n users page0000.. through a curl multi handle with `par` transfers in flight. */
+/* Starts (or restarts) slot k's POST creating user page<i>. */
+static void create_start(CURLM *multi, struct call *k, char *body, size_t bodylen, size_t i)
+{
+    snprintf(body, bodylen,
+             "{\"username\":\"page%04zu\",\"email\":\"page%04zu@example.org\","
+             "\"password\":\"pass-word-123\"}",
+             i, i);
+    struct req q = {.method = "POST",
+                    .path = "/api/v1/users",
+                    .token = g_svc.token_rw,
+                    .ctype = "application/json",
+                    .body = body,
+                    .len = strlen(body)};
+    call_setup(k, &q);
+    curl_easy_setopt(k->c, CURLOPT_PRIVATE, (void *)k);
+    curl_multi_add_handle(multi, k->c);
+}
+
+/* Creates n users page0000.. through a curl multi handle with `par` transfers in flight.
+ * Like any good client it honours 503 + Retry-After (the password hasher's waiting room is
+ * full when many creates come at once) and sends the same create again after that delay;
+ * any other failure, or more than 30 such answers for one user, fails the test. */
 static void create_many(size_t n, size_t par, char (*ids)[37])
 {
     CURLM *multi = curl_multi_init();
     struct call *calls = calloc(par, sizeof *calls);
     char(*bodies)[256] = calloc(par, sizeof *bodies);
-    size_t next = 0, done = 0, failures = 0;
+    size_t next = 0, done = 0, failures = 0, busy = 0;
     size_t *which = calloc(par, sizeof *which);
+    unsigned *tries = calloc(n, sizeof *tries);
+    double *retry_at = calloc(par, sizeof *retry_at); /* 0: slot not waiting */
 
     assert_non_null(multi);
     assert_non_null(calls);
     assert_non_null(bodies);
     assert_non_null(which);
+    assert_non_null(tries);
+    assert_non_null(retry_at);
     for (size_t s = 0; s < par && next < n; s++, next++) {
-        snprintf(bodies[s], sizeof bodies[s],
-                 "{\"username\":\"page%04zu\",\"email\":\"page%04zu@example.org\","
-                 "\"password\":\"pass-word-123\"}",
-                 next, next);
-        struct req q = {.method = "POST",
-                        .path = "/api/v1/users",
-                        .token = g_svc.token_rw,
-                        .ctype = "application/json",
-                        .body = bodies[s],
-                        .len = strlen(bodies[s])};
-        call_setup(&calls[s], &q);
-        curl_easy_setopt(calls[s].c, CURLOPT_PRIVATE, (void *)&calls[s]);
         which[s] = next;
-        curl_multi_add_handle(multi, calls[s].c);
+        create_start(multi, &calls[s], bodies[s], sizeof bodies[s], next);
     }
     while (done < n) {
         int running = 0, left = 0;
@@ -1157,6 +1170,12 @@ static void create_many(size_t n, size_t par, char (*ids)[37])
             CURLcode rc = msg->data.result;
             curl_multi_remove_handle(multi, k->c);
             call_finish(k, rc);
+            if (rc == CURLE_OK && k->r.status == 503 && k->r.retry_after[0] != '\0' &&
+                ++tries[which[s]] <= 30) {
+                busy++;
+                retry_at[s] = now_s() + atof(k->r.retry_after);
+                continue; /* the same user again once Retry-After has passed */
+            }
             const char *id = k->r.status == 201 ? jstr(k->r.json, "id") : NULL;
             if (id == NULL) {
                 if (failures++ < 5)
@@ -1168,31 +1187,29 @@ static void create_many(size_t n, size_t par, char (*ids)[37])
             }
             done++;
             if (next < n) {
-                snprintf(bodies[s], sizeof bodies[s],
-                         "{\"username\":\"page%04zu\",\"email\":\"page%04zu@example.org\","
-                         "\"password\":\"pass-word-123\"}",
-                         next, next);
-                struct req q = {.method = "POST",
-                                .path = "/api/v1/users",
-                                .token = g_svc.token_rw,
-                                .ctype = "application/json",
-                                .body = bodies[s],
-                                .len = strlen(bodies[s])};
-                call_setup(k, &q);
-                curl_easy_setopt(k->c, CURLOPT_PRIVATE, (void *)k);
                 which[s] = next++;
-                curl_multi_add_handle(multi, k->c);
+                create_start(multi, k, bodies[s], sizeof bodies[s], which[s]);
+            }
+        }
+        for (size_t s = 0; s < par; s++) {
+            if (retry_at[s] > 0 && now_s() >= retry_at[s]) {
+                retry_at[s] = 0;
+                create_start(multi, &calls[s], bodies[s], sizeof bodies[s], which[s]);
             }
         }
         if (done < n)
             curl_multi_poll(multi, NULL, 0, 100, NULL);
     }
+    if (busy > 0)
+        printf("create_many: %zu x 503 + Retry-After, each sent again after the delay\n", busy);
     for (size_t s = 0; s < par; s++)
         call_free(&calls[s]);
     curl_multi_cleanup(multi);
     free(calls);
     free(bodies);
     free(which);
+    free(tries);
+    free(retry_at);
     assert_int_equal(failures, 0);
 }
 
@@ -1977,9 +1994,31 @@ static void expect_config_error(const char *const changes[], const char *const m
     printf("config error -> exit 2: %s", err);
 }
 
+/* 1 when database db_name exists on the test server, 0 when not. */
+static int db_exists(const char *db_name)
+{
+    char sql[200];
+    MYSQL *m = db_open(NULL);
+    int found;
+
+    snprintf(sql, sizeof sql, "SHOW DATABASES LIKE '%s'", db_name); /* our own literal names */
+    if (mysql_query(m, sql) != 0) {
+        print_error("%s: %s\n", sql, mysql_error(m));
+        mysql_close(m);
+        fail();
+    }
+    MYSQL_RES *res = mysql_store_result(m);
+    assert_non_null(res);
+    found = mysql_num_rows(res) > 0;
+    mysql_free_result(res);
+    mysql_close(m);
+    return found;
+}
+
 static void test_config_errors(void **state)
 {
     (void)state;
+    db_drop("userdata_svc_config"); /* so that "not created" below means this run */
     const char *const port[] = {"USERDATA_PORT", "notaport", NULL};
     const char *const port_must[] = {"USERDATA_PORT", NULL};
     expect_config_error(port, port_must);
@@ -2000,6 +2039,63 @@ static void test_config_errors(void **state)
     const char *const both_must[] = {"USERDATA_JWT_SECRET", "USERDATA_JWT_SECRET_FILE", NULL};
     expect_config_error(both, both_must);
     unlink(file);
+
+    /* Checked before any wait for the database, not found after the migrations ran. */
+    const char *const host[] = {"USERDATA_LISTEN_ADDR", "localhost", NULL};
+    const char *const host_must[] = {"USERDATA_LISTEN_ADDR", "numeric IPv4", NULL};
+    expect_config_error(host, host_must);
+
+    const char *const dbname[] = {"USERDATA_DB_NAME", "user-data", NULL};
+    const char *const dbname_must[] = {"USERDATA_DB_NAME", "letters, digits", NULL};
+    expect_config_error(dbname, dbname_must);
+
+    const char *const nodir[] = {"USERDATA_MIGRATIONS_DIR", "/nonexistent/migrations", NULL};
+    const char *const nodir_must[] = {"USERDATA_MIGRATIONS_DIR", "/nonexistent/migrations",
+                                      "No such file", NULL};
+    expect_config_error(nodir, nodir_must);
+
+    const char *const nokey[] = {"USERDATA_JWT_ALG", "RS256", "USERDATA_JWT_PUBLIC_KEY_FILE",
+                                 "/nonexistent/key.pem", NULL};
+    const char *const nokey_must[] = {"USERDATA_JWT_PUBLIC_KEY_FILE", "/nonexistent/key.pem", NULL};
+    expect_config_error(nokey, nokey_must);
+    assert_int_equal(db_exists("userdata_svc_config"), 0);
+}
+
+/* SIGTERM while `userdata serve` waits for a database that is not there: a clean exit 0
+ * within seconds, as for any other stop. */
+static void test_sigterm_while_waiting_for_database(void **state)
+{
+    struct envb e;
+    char *argv[] = {(char *)g_bin, "serve", NULL};
+    FILE *fe = tmpfile();
+    int st = -1;
+    char err[4096];
+    (void)state;
+
+    assert_non_null(fe);
+    env_service(&e, free_port(), "userdata_svc_wait");
+    env_set(&e, "USERDATA_DB_PORT", "9"); /* discard: nothing listens */
+    env_set(&e, "USERDATA_DB_WAIT_S", "60");
+    env_set(&e, "USERDATA_LOG_LEVEL", "info");
+    pid_t pid = spawn(argv, e.v, fileno(fe), fileno(fe));
+    env_free(&e);
+    assert_true(pid > 0);
+    sleep_ms(1500);
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    double t0 = now_s();
+    if (!wait_exit(pid, STOP_WAIT_S, &st)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail_msg("userdata did not exit within %d s of SIGTERM", STOP_WAIT_S);
+    }
+    read_all(fe, err, sizeof err);
+    fclose(fe);
+    printf("exit %.2f s after SIGTERM while waiting for the database\n", now_s() - t0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        print_error("want exit 0, got status %d; output:\n%s\n", st, err);
+        fail();
+    }
+    assert_non_null(strstr(err, "stop requested while waiting for the database"));
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -2144,6 +2240,7 @@ int main(int argc, char **argv)
     };
     const struct CMUnitTest config[] = {
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_sigterm_while_waiting_for_database),
         cmocka_unit_test(test_migrate_command),
     };
     int failed =
