@@ -6,15 +6,20 @@ Each case empties maildev, makes its REST calls, waits (bounded) for the exact n
 emails it expects, watches a few seconds more for extras, then checks recipients,
 subjects (per locale), multipart text+HTML, content, HTML escaping, and that no password
 or hash appears anywhere in an email. A full_name with CR/LF must be refused (422) and
-send nothing.
+send nothing; written past userdata straight into the table, it must still add no header.
+A case that expects no email ends with a visible change to the same user (a sentinel):
+its one email proves push-email got that far, so "nothing else came" means something.
 """
+import json
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2elib import (Checks, Maildev, PushEmail, Userdata, all_recipients, load_env, log,  # noqa: E402
-                    message_id, recipients, summarize, unique)
+from e2elib import (Checks, Maildev, PushEmail, Userdata, all_recipients,  # noqa: E402
+                    kcat_consume_json, load_env, log, message_id, recipients, summarize,
+                    unique)
 
 ARRIVAL_S = 90
 APP = "cdc-notify"
@@ -86,6 +91,44 @@ def has(t_, hay, needle, what):
     return t_.check(needle in (hay or ""), f"{what}: contains {needle!r}")
 
 
+def sql(query):
+    # errors="replace": SHOW BINLOG EVENTS shows statements with their binary values.
+    r = subprocess.run(["mariadb", "--no-defaults", "--protocol=tcp", "-h", env["MARIADB_HOST"],
+                        "-P", env["MARIADB_PORT"], "-uroot", "-N", "-B", "-e", query],
+                       capture_output=True, text=True, errors="replace", timeout=60)
+    t.eq(r.returncode, 0, f"mariadb -e {query[:40]!r}: exit status ({r.stderr.strip()[:200]})")
+    return r.stdout
+
+
+def wait_cdc_event(uid, op, pred, what, timeout_s=ARRIVAL_S):
+    """Waits until cdc.info-user holds an `op` event for user uid whose payload passes
+    pred(payload); proves Debezium published the change a case relies on."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for m in kcat_consume_json(env["KAFKA_BOOTSTRAP"], "cdc.info-user"):
+            if uid not in (m.get("key") or "") or not m.get("payload"):
+                continue
+            v = json.loads(m["payload"])
+            v = v.get("payload", v) if isinstance(v, dict) and "schema" in v else v
+            if isinstance(v, dict) and v.get("op") == op and pred(v):
+                return t.check(True, f"{what}: Debezium published the {op!r} event")
+        if time.monotonic() >= deadline:
+            return t.check(False, f"{what}: no {op!r} event for {uid} on cdc.info-user "
+                                  f"within {timeout_s}s")
+        time.sleep(1)
+
+
+def sentinel_after(action, uid, what):
+    """Runs action (which must send no email), then a visible change to the SAME user: its
+    events share a key, so one partition, read in order. When the sentinel's one email is
+    there, push-email has handled everything action caused; that nothing else came is then
+    a real "no email", not a slow consumer."""
+    def run():
+        action()
+        patch(uid, f"{what}: sentinel address", address=f"1 Sentinel Road {unique('')}")
+    return run
+
+
 # ---------------------------------------------------------------- en user lifecycle
 n1 = unique("ada")
 addr1, addr2 = f"{n1}@example.org", f"{n1}-new@example.org"
@@ -123,8 +166,27 @@ got = run_case("password change", lambda: patch(uid, "password", password=PW2),
 t.check("Before:" not in (got.get(addr2, {}).get("text") or ""),
         "password email lists no field change (password_changed_at is never listed)")
 
-got = run_case("no visible change", lambda: patch(uid, "same full_name", full_name="Ada King"),
-               [])
+
+
+def no_visible_change():
+    # Through REST, a PATCH to the values a user has writes nothing (no event at all).
+    patch(uid, "same full_name", full_name="Ada King")
+    # A write of columns nobody sees (version, updated_at): Debezium publishes a 'u' event,
+    # and push-email must send nothing for it (DESIGN.md section 6).
+    out = sql(f"UPDATE userdata.users SET version = version + 1, updated_at = NOW(6) "
+              f"WHERE id = '{uid}'; SELECT version FROM userdata.users WHERE id = '{uid}'")
+    ver = int(out.split()[-1]) if out.split() and out.split()[-1].isdigit() else -1
+    wait_cdc_event(uid, "u", lambda v: (v.get("after") or {}).get("version") == ver
+                   and (v.get("before") or {}).get("full_name") == "Ada King"
+                   and (v.get("after") or {}).get("full_name") == "Ada King",
+                   "invisible update (version, updated_at)")
+
+
+got = run_case("no visible change", sentinel_after(no_visible_change, uid, "no visible change"),
+               [(addr2, f"Your {APP} profile was updated")])
+txt = got.get(addr2, {}).get("text") or ""
+has(t, txt, "Sentinel Road", "the one email is the sentinel's")
+t.eq(txt.count("Before:"), 1, "the sentinel's email lists only the address")
 
 got = run_case("delete", lambda: t.eq(api.delete(uid)[0], 204, "DELETE: status"),
                [(addr2, f"Your {APP} account was deleted")])
@@ -208,17 +270,47 @@ def injection():
          "full_name unchanged after refused PATCHes")
 
 
-got = run_case("header injection refused", injection, [])
-t.check(not any("evil@example.org" in r for r in got), "no email to evil@example.org")
+got = run_case("header injection refused", sentinel_after(injection, ux.get("id", "missing"),
+                                                         "header injection"),
+               [(f"{nx}@example.org", f"Your {APP} profile was updated")])
+has(t, (got.get(f"{nx}@example.org") or {}).get("text"), "Sentinel Road",
+    "after the refused PATCHes, the one email is the sentinel's")
 
 
-def sql(query):
-    # errors="replace": SHOW BINLOG EVENTS shows statements with their binary values.
-    r = subprocess.run(["mariadb", "--no-defaults", "--protocol=tcp", "-h", env["MARIADB_HOST"],
-                        "-P", env["MARIADB_PORT"], "-uroot", "-N", "-B", "-e", query],
-                       capture_output=True, text=True, errors="replace", timeout=60)
-    t.eq(r.returncode, 0, f"mariadb -e {query[:40]!r}: exit status ({r.stderr.strip()[:200]})")
-    return r.stdout
+def no_header_line(em, what):
+    """The raw message has no Bcc/Cc header and no header line that came from a name."""
+    src = mail.source(em["id"]) if em.get("id") else ""
+    head = src.split("\r\n\r\n", 1)[0]
+    names = [ln.split(":", 1)[0].lower() for ln in head.split("\r\n") if ln and ln[0] not in " \t"]
+    t.check("bcc" not in names and "cc" not in names, f"{what}: no Bcc/Cc header ({names})")
+    t.check(all("evil@example.org" not in a for a in all_recipients(em)),
+            f"{what}: evil@example.org is no recipient ({all_recipients(em)})")
+    t.check("\n" not in (em.get("subject") or "") and "\r" not in (em.get("subject") or ""),
+            f"{what}: subject on one line ({em.get('subject')!r})")
+
+
+# The same names written past userdata's validation, straight into the table: push-email's
+# own stripping must keep CR/LF out of every header (DESIGN.md section 6). A create (the
+# name is in the welcome subject) and an update of a name (in the profile email).
+nj = unique("sqlinj")
+NAME_SQL = "CONCAT('x', CHAR(13), CHAR(10), 'Bcc: evil@example.org')"
+got = run_case("header injection past userdata (create)", lambda: sql(
+    "INSERT INTO userdata.users (id, username, email, password_hash, full_name, locale, "
+    "created_at, updated_at) VALUES (UUID(), "
+    f"'{nj}', '{nj}@example.org', 'not-a-hash', {NAME_SQL}, 'en', NOW(6), NOW(6))"),
+    [(f"{nj}@example.org", f"Welcome to {APP}, xBcc: evil@example.org")])  # CR/LF removed
+no_header_line(got.get(f"{nj}@example.org", {}), "welcome with a CR/LF name")
+got = run_case("header injection past userdata (update)", lambda: sql(
+    f"UPDATE userdata.users SET full_name = {NAME_SQL}, version = version + 1 "
+    f"WHERE id = '{ux.get('id', 'missing')}'"),
+    [(f"{nx}@example.org", f"Your {APP} profile was updated")])
+no_header_line(got.get(f"{nx}@example.org", {}), "profile email with a CR/LF name")
+has(t, (got.get(f"{nx}@example.org") or {}).get("text"), "Bcc: evil@example.org",
+    "profile text shows the new name as text")
+got = run_case("delete the row written past userdata",
+               lambda: sql(f"DELETE FROM userdata.users WHERE username = '{nj}'"),
+               [(f"{nj}@example.org", f"Your {APP} account was deleted")])
+no_header_line(got.get(f"{nj}@example.org", {}), "account-deleted email with a CR/LF name")
 
 
 # The delivery log is kept out of the binlog (binlog-ignore-db=notifications): the CDC feed
