@@ -648,18 +648,27 @@ static MYSQL *db_open(const char *db_name)
     return m;
 }
 
+/* Runs sql on database db_name (NULL: none) and returns its whole result; *m is the open
+ * connection (close it after mysql_free_result). Fails the test on any error. */
+static MYSQL_RES *db_result(const char *db_name, const char *sql, MYSQL **m)
+{
+    *m = db_open(db_name);
+    if (mysql_query(*m, sql) != 0) {
+        print_error("%s: %s\n", sql, mysql_error(*m));
+        mysql_close(*m);
+        fail();
+    }
+    MYSQL_RES *res = mysql_store_result(*m);
+    assert_non_null(res);
+    return res;
+}
+
 /* Runs a query returning one row; copies up to `ncols` columns into cols (NULL -> ""). */
 static bool db_row(const char *sql, size_t ncols, char cols[][1024])
 {
-    MYSQL *m = db_open(g_svc.db_name);
+    MYSQL *m;
     bool found = false;
-    if (mysql_query(m, sql) != 0) {
-        print_error("%s: %s\n", sql, mysql_error(m));
-        mysql_close(m);
-        fail();
-    }
-    MYSQL_RES *res = mysql_store_result(m);
-    assert_non_null(res);
+    MYSQL_RES *res = db_result(g_svc.db_name, sql, &m);
     MYSQL_ROW row = mysql_fetch_row(res);
     if (row != NULL) {
         unsigned long *lens = mysql_fetch_lengths(res);
@@ -1998,17 +2007,11 @@ static void expect_config_error(const char *const changes[], const char *const m
 static int db_exists(const char *db_name)
 {
     char sql[200];
-    MYSQL *m = db_open(NULL);
+    MYSQL *m;
     int found;
 
     snprintf(sql, sizeof sql, "SHOW DATABASES LIKE '%s'", db_name); /* our own literal names */
-    if (mysql_query(m, sql) != 0) {
-        print_error("%s: %s\n", sql, mysql_error(m));
-        mysql_close(m);
-        fail();
-    }
-    MYSQL_RES *res = mysql_store_result(m);
-    assert_non_null(res);
+    MYSQL_RES *res = db_result(NULL, sql, &m);
     found = mysql_num_rows(res) > 0;
     mysql_free_result(res);
     mysql_close(m);
@@ -2104,15 +2107,9 @@ static void test_sigterm_while_waiting_for_database(void **state)
 /* Counts the rows of a query's one-column result on database db_name ("" on error). */
 static long db_scalar(const char *db_name, const char *sql)
 {
-    MYSQL *m = db_open(db_name);
+    MYSQL *m;
     long v = -1;
-    if (mysql_query(m, sql) != 0) {
-        print_error("%s: %s\n", sql, mysql_error(m));
-        mysql_close(m);
-        fail();
-    }
-    MYSQL_RES *res = mysql_store_result(m);
-    assert_non_null(res);
+    MYSQL_RES *res = db_result(db_name, sql, &m);
     MYSQL_ROW row = mysql_fetch_row(res);
     if (row != NULL && row[0] != NULL)
         v = atol(row[0]);
