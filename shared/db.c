@@ -627,11 +627,15 @@ int db_migrations_apply(const struct db_config *cfg, const char *dir, unsigned *
             }
         } else {
             if (apply_text(db, f->name, text, errstr, errlen) != 0) {
-                /* Our own parse errors leave errno 0; a lost connection or a lock wait
-                 * may pass, a statement the server refuses will not. */
+                /* Our own parse errors leave errno 0; a lost connection, a lock wait or
+                 * a privilege not granted yet (operators that grant step by step) may
+                 * pass, a statement the server refuses will not. */
                 unsigned e = mysql_errno(db);
+                bool privilege =
+                    e == ER_DBACCESS_DENIED_ERROR || e == ER_TABLEACCESS_DENIED_ERROR ||
+                    e == ER_COLUMNACCESS_DENIED_ERROR || e == ER_SPECIFIC_ACCESS_DENIED_ERROR;
 
-                if (!db_is_connection_error(e) && !db_is_transient_error(e))
+                if (!db_is_connection_error(e) && !db_is_transient_error(e) && !privilege)
                     fail = DB_MIGRATIONS_PERMANENT;
                 goto out;
             }

@@ -284,8 +284,9 @@ int main(int argc, char **argv)
         rc = 2;
         goto out;
     }
-    if (run_migrations(&s) != 0) {
-        if (signals_stop_requested()) {
+    int mrc = run_migrations(&s);
+    if (mrc != 0) {
+        if (mrc == DB_MIGRATIONS_STOPPED) {
             log_write(LOG_INFO, "stopped before the database was there", NULL);
             rc = 0;
         }

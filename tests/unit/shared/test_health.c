@@ -389,7 +389,9 @@ static void slow_clients_from_one_address_cannot_block_probes(void **state)
     int open_count = 0;
     struct reply r;
     struct timespec pause = {.tv_sec = 0, .tv_nsec = 300 * 1000 * 1000};
+    struct timespec t0, t1;
 
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int i = 0; i < N; i++)
         fds[i] = slow_client(health_server_port(f->server));
     (void)nanosleep(&pause, NULL); /* the server accepts and refuses; well under the timeout */
@@ -397,7 +399,15 @@ static void slow_clients_from_one_address_cannot_block_probes(void **state)
     assert_int_equal(r.status, 200);
     for (int i = 0; i < N; i++)
         open_count += held_open(fds[i]) ? 1 : 0;
-    assert_int_equal(open_count, HEALTH_CONNECTIONS_PER_IP);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true(open_count <= HEALTH_CONNECTIONS_PER_IP);
+    /* The held ones are silent: past the idle timeout the server closes them too, so the
+     * exact count holds only while well inside it (a very slow machine skips it). */
+    if (t1.tv_sec - t0.tv_sec < HEALTH_CONNECTION_TIMEOUT_S - 1)
+        assert_int_equal(open_count, HEALTH_CONNECTIONS_PER_IP);
+    else
+        print_message("slow run (%ld s): only checked that at most %d were held\n",
+                      (long)(t1.tv_sec - t0.tv_sec), HEALTH_CONNECTIONS_PER_IP);
     for (int i = 0; i < N; i++)
         close(fds[i]);
 }
