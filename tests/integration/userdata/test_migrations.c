@@ -35,8 +35,8 @@ static int group_setup(void **state)
 static void remove_tmp_files(void)
 {
     static const char *const names[] = {
-        "V001__create_users.sql",     "V2__b.sql", "V10__c.sql", "V3__bad.sql", "V3__open.sql",
-        "V1_no_double_underscore.sql"};
+        "V001__create_users.sql",      "V2__b.sql",     "V10__c.sql", "V3__bad.sql", "V3__open.sql",
+        "V1_no_double_underscore.sql", "V4__insert.sql"};
     char path[512];
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", tmpdir, names[i]);
@@ -252,6 +252,44 @@ static void test_waiting_gives_up_at_once_on_what_cannot_pass(void **state)
         -1);
 }
 
+/* A privilege not granted yet (operators may grant step by step) is worth waiting for: -1,
+ * not DB_MIGRATIONS_PERMANENT. The user may create tables and record migrations, but not
+ * insert into the table the file creates. */
+static void test_missing_privilege_is_retried(void **state)
+{
+    char err[512] = "";
+    char sql[512];
+    struct db_config limited = fx.db;
+    /* Users and grants need the test server's root (no password, 127.0.0.1 only: see
+     * scripts/lib/test-mariadb.sh); TEST_DB_ROOT_USER/_PASSWORD for another server. */
+    struct db_fixture admin = fx;
+    const char *ru = getenv("TEST_DB_ROOT_USER");
+    const char *rp = getenv("TEST_DB_ROOT_PASSWORD");
+    (void)state;
+
+    admin.db.user = ru != NULL ? ru : "root";
+    admin.db.password = rp != NULL ? rp : "";
+    assert_int_equal(db_migrations_apply(&fx.db, tmpdir, NULL, err, sizeof err), 0);
+    (void)db_fixture_exec(&admin, 0, "DROP USER IF EXISTS 'mig_limited'@'%'");
+    assert_int_equal(
+        db_fixture_exec(&admin, 0, "CREATE USER 'mig_limited'@'%' IDENTIFIED BY 'mig-limited-pw'"),
+        0);
+    snprintf(sql, sizeof sql, "GRANT CREATE, SELECT ON `%s`.* TO 'mig_limited'@'%%'", fx.database);
+    assert_int_equal(db_fixture_exec(&admin, 0, sql), 0);
+    snprintf(sql, sizeof sql, "GRANT INSERT ON `%s`.`schema_migrations` TO 'mig_limited'@'%%'",
+             fx.database);
+    assert_int_equal(db_fixture_exec(&admin, 0, sql), 0);
+    limited.user = "mig_limited";
+    limited.password = "mig-limited-pw";
+    write_file("V4__insert.sql",
+               "CREATE TABLE t4 (id INT PRIMARY KEY);\nINSERT INTO t4 VALUES (1);\n");
+    int rc = db_migrations_apply(&limited, tmpdir, NULL, err, sizeof err);
+    (void)db_fixture_exec(&admin, 0, "DROP USER IF EXISTS 'mig_limited'@'%'");
+    if (rc != -1)
+        fail_msg("want -1 (retry), got %d: %s", rc, err);
+    assert_non_null(strstr(err, "V4__insert.sql"));
+}
+
 struct starter {
     unsigned applied;
     int rc;
@@ -301,6 +339,7 @@ int main(void)
         cmocka_unit_test_setup(test_hostile_database_name_is_refused, test_setup),
         cmocka_unit_test_setup(test_unreachable_server_fails_fast, test_setup),
         cmocka_unit_test_setup(test_waiting_gives_up_at_once_on_what_cannot_pass, test_setup),
+        cmocka_unit_test_setup(test_missing_privilege_is_retried, test_setup),
         cmocka_unit_test_setup(test_concurrent_starters_apply_each_file_once, test_setup),
     };
     return cmocka_run_group_tests_name("migrations", tests, group_setup, group_teardown);
