@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <mysql.h>
@@ -643,6 +644,44 @@ static pid_t db_pid(void)
     return pid > 0 ? (pid_t)pid : -1;
 }
 
+/* SIGSTOP is asynchronous: kill() returns before every thread of the server has stopped,
+ * and a thread still running could yet answer a query. True once every thread of pid is
+ * in state T (stopped), within 5 s. */
+static bool all_threads_stopped(pid_t pid)
+{
+    char dir[64];
+    long long deadline = pe_now_ms() + 5000;
+
+    snprintf(dir, sizeof dir, "/proc/%ld/task", (long)pid);
+    for (;;) {
+        DIR *d = opendir(dir);
+        bool all = d != NULL;
+        struct dirent *e;
+
+        while (d != NULL && (e = readdir(d)) != NULL) {
+            char path[384], buf[512];
+            if (e->d_name[0] == '.')
+                continue;
+            snprintf(path, sizeof path, "%s/%s/stat", dir, e->d_name);
+            FILE *f = fopen(path, "r");
+            size_t n = f != NULL ? fread(buf, 1, sizeof buf - 1, f) : 0;
+            if (f != NULL)
+                fclose(f);
+            buf[n] = '\0';
+            const char *paren = strrchr(buf, ')'); /* "pid (comm) S ..." */
+            if (paren != NULL && paren[1] == ' ' && paren[2] != 'T' && paren[2] != 't')
+                all = false;
+        }
+        if (d != NULL)
+            closedir(d);
+        if (all)
+            return true;
+        if (pe_now_ms() >= deadline)
+            return false;
+        pe_sleep_ms(10);
+    }
+}
+
 /* A server that stops answering without dropping the connection (SIGSTOP): a mark sent on
  * the caller's connection is not durable while no reply comes; after the I/O timeout (5 s
  * here) the writer takes it over, and commits it once the server answers again. */
@@ -670,6 +709,11 @@ static void test_a_silent_server_leaves_the_mark_to_the_writer(void **state)
     if (pid <= 0 || kill(pid, SIGSTOP) != 0) {
         close(lock);
         fail_msg("could not stop the test server (pid %ld)", (long)pid);
+    }
+    if (!all_threads_stopped(pid)) {
+        kill(pid, SIGCONT);
+        close(lock);
+        fail_msg("the test server (pid %ld) did not stop within 5 s of SIGSTOP", (long)pid);
     }
     enum delivery_log_err marked = p.ops->mark_sent(p.self, key, "welcome", "silent@example.org");
     enum delivery_log_err flush_silent = p.ops->flush(p.self, 1000);
