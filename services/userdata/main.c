@@ -166,9 +166,10 @@ static int run_migrations(const struct settings *s)
                                        signals_stop_requested, err, sizeof err);
 }
 
-/* userdata migrate: applies the migrations and exits; 0 only when they are in (a Job that
- * was stopped before the database came up has not migrated anything). */
-static int cmd_migrate(const struct settings *s)
+/* Checks the migrations directory, then applies the migrations: 0; 2 when the directory
+ * cannot be listed (a configuration error, reported on stderr); DB_MIGRATIONS_STOPPED when
+ * a stop was asked for while waiting for the database; 1 on any other failure. */
+static int migrate(const struct settings *s)
 {
     char err[512];
 
@@ -176,7 +177,16 @@ static int cmd_migrate(const struct settings *s)
         fprintf(stderr, "userdata: %s\n", err);
         return 2;
     }
-    return run_migrations(s) == 0 ? 0 : 1;
+    int mrc = run_migrations(s);
+    return mrc == 0 || mrc == DB_MIGRATIONS_STOPPED ? mrc : 1;
+}
+
+/* userdata migrate: applies the migrations and exits; 0 only when they are in (a Job that
+ * was stopped before the database came up has not migrated anything). */
+static int cmd_migrate(const struct settings *s)
+{
+    int r = migrate(s);
+    return r == DB_MIGRATIONS_STOPPED ? 1 : r;
 }
 
 /* Loads the JWT key material per the settings into *key (malloc'd; caller frees). */
@@ -257,19 +267,14 @@ static int cmd_serve(const struct settings *s)
         openapi = NULL;
         openapi_len = 0;
     }
-    if (s->migrate_on_start &&
-        config_check_dir("USERDATA_MIGRATIONS_DIR", s->migrations_dir, err, sizeof err) != 0) {
-        fprintf(stderr, "userdata: %s\n", err);
-        rc = 2;
-        goto out;
-    }
     if (s->migrate_on_start) {
-        int mrc = run_migrations(s);
+        int mrc = migrate(s);
 
-        if (mrc == DB_MIGRATIONS_STOPPED)
-            rc = 0; /* asked to stop before the database was there: a clean exit */
-        if (mrc != 0)
+        if (mrc != 0) {
+            /* a stop asked for before the database was there is a clean exit */
+            rc = mrc == DB_MIGRATIONS_STOPPED ? 0 : mrc;
             goto out;
+        }
     }
 
     metrics = metrics_new();
