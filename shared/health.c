@@ -54,21 +54,8 @@ static struct log_rate health_log_rate = LOG_RATE_INIT(10, 60);
  * JSON log, with how many lines the rate cap dropped before this one. */
 static void health_mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    char msg[512];
-    char dropped_s[24];
-    unsigned long dropped = 0;
-    size_t n;
-
     (void)cls;
-    if (!log_rate_allow(&health_log_rate, &dropped))
-        return;
-    if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
-        return;
-    n = strlen(msg);
-    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
-        msg[--n] = '\0';
-    (void)snprintf(dropped_s, sizeof(dropped_s), "%lu", dropped);
-    log_write(LOG_WARN, "health server error", "detail", msg, "lines_dropped", dropped_s, NULL);
+    log_write_limited(&health_log_rate, "health server error", fmt, ap);
 }
 
 /* Queues a response. body is either copied (MHD_RESPMEM_MUST_COPY) or, when owned, a

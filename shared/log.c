@@ -356,6 +356,22 @@ bool log_rate_allow_at(struct log_rate *r, int64_t now_s, unsigned long *dropped
     return allow;
 }
 
+void log_write_limited(struct log_rate *r, const char *msg, const char *fmt, va_list ap)
+{
+    char detail[512];
+    char dropped_s[24];
+    unsigned long dropped = 0;
+    size_t n;
+
+    if (!log_rate_allow(r, &dropped) || vsnprintf(detail, sizeof(detail), fmt, ap) < 0)
+        return;
+    n = strlen(detail);
+    while (n > 0 && (detail[n - 1] == '\n' || detail[n - 1] == '\r'))
+        detail[--n] = '\0';
+    (void)snprintf(dropped_s, sizeof(dropped_s), "%lu", dropped);
+    log_write(LOG_WARN, msg, "detail", detail, "lines_dropped", dropped_s, NULL);
+}
+
 bool log_rate_allow(struct log_rate *r, unsigned long *dropped)
 {
     struct timespec now;

@@ -3,6 +3,7 @@
 #define SHARED_LOG_H
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -56,6 +57,12 @@ struct log_rate {
 bool log_rate_allow(struct log_rate *r, unsigned long *dropped);
 /* The same with the time given (seconds on any steady clock); for tests. */
 bool log_rate_allow_at(struct log_rate *r, int64_t now_s, unsigned long *dropped);
+
+/* For a library's printf-style log callback (libmicrohttpd's): when r allows a line now,
+ * writes one at WARN with msg, the formatted text (trailing CR/LF removed) as "detail"
+ * and the lines r dropped before it as "lines_dropped". */
+void log_write_limited(struct log_rate *r, const char *msg, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* Level-checked printf-style logging: arguments are not evaluated when the level is off. */
 /* clang-format off */

@@ -469,6 +469,42 @@ static void rate_cap_drops_and_counts(void **state)
     assert_int_equal(dropped, 1);
 }
 
+static void limited_v(struct log_rate *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void limited_v(struct log_rate *r, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    log_write_limited(r, "lib said", fmt, ap);
+    va_end(ap);
+}
+
+/* A library's callback: formatted, line end removed, cut to the cap, dropped ones counted. */
+static void limited_lines_are_capped_and_counted(void **state)
+{
+    struct log_rate r = LOG_RATE_INIT(1, 3600);
+    char *out;
+
+    (void)state;
+    capture_begin();
+    limited_v(&r, "refused %d\r\n", 1);
+    limited_v(&r, "refused %d\n", 2);
+    limited_v(&r, "refused %d\n", 3);
+    out = capture_end(NULL);
+    assert_int_equal(count_char(out, '\n'), 1);
+    assert_string_equal(skip_ts(out), ",\"level\":\"warn\",\"service\":\"svc\",\"msg\":\"lib "
+                                      "said\",\"detail\":\"refused 1\",\"lines_dropped\":\"0\"}\n");
+    free(out);
+    capture_begin();
+    r.window_start -= 3600; /* the next window: the two dropped lines are reported */
+    limited_v(&r, "refused %d", 4);
+    out = capture_end(NULL);
+    assert_non_null(strstr(out, "\"detail\":\"refused 4\",\"lines_dropped\":\"2\""));
+    free(out);
+}
+
 static void rate_cap_on_the_steady_clock(void **state)
 {
     struct log_rate r = LOG_RATE_INIT(1, 3600);
@@ -498,6 +534,7 @@ int main(void)
         cmocka_unit_test_setup(json_escape_cuts_whole_characters, setup),
         cmocka_unit_test(rate_cap_drops_and_counts),
         cmocka_unit_test(rate_cap_on_the_steady_clock),
+        cmocka_unit_test_setup(limited_lines_are_capped_and_counted, setup),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

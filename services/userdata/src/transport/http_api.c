@@ -623,17 +623,8 @@ static struct log_rate mhd_log_rate = LOG_RATE_INIT(10, 60);
 
 __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    char msg[256];
-    char dropped_s[24];
-    unsigned long dropped = 0;
-
     (void)cls;
-    if (!log_rate_allow(&mhd_log_rate, &dropped))
-        return;
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    msg[strcspn(msg, "\n")] = '\0';
-    snprintf(dropped_s, sizeof dropped_s, "%lu", dropped);
-    log_write(LOG_WARN, "http server", "detail", msg, "lines_dropped", dropped_s, NULL);
+    log_write_limited(&mhd_log_rate, "http server", fmt, ap);
 }
 
 static void register_metrics(struct http_api *api, struct metrics *m)
