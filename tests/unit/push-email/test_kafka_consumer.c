@@ -1,5 +1,11 @@
 /* The Kafka consumer against librdkafka's mock cluster (a real Kafka protocol peer in
- * process): offsets, DLQ with headers, tombstones, and retry that keeps the order. */
+ * process): offsets, DLQ with headers, tombstones, and retry that keeps the order.
+ *
+ * With KAFKA_TEST_BROKERS set (the ctest push_email_kafka_consumer_broker, against the
+ * Kafka of the CDC tests' stack) the same tests run against that real broker: each test
+ * gets topics of its own (names made unique with the process id and a counter), created
+ * through the admin API, and the rebalance test also checks its exact count (the mock
+ * cluster may refuse the revoke's commit; a real broker must take it). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -19,6 +25,7 @@
 #include "shared/metrics.h"
 #include "transport/kafka_consumer.h"
 
+/* The topic names of the mock cluster; a real broker's are made unique per test. */
 #define TOPIC "cdc.info-user"
 #define DLQ   "cdc.info-user.dlq"
 
@@ -110,11 +117,73 @@ static enum notify_outcome record(void *ctx, const struct user_change *c, struct
 }
 
 struct fixture {
-    rd_kafka_t *owner; /* owns the mock cluster; also our producer */
-    rd_kafka_mock_cluster_t *mock;
+    rd_kafka_t *owner;             /* owns the mock cluster; also our producer */
+    rd_kafka_mock_cluster_t *mock; /* NULL against a real broker */
     char brokers[256];
     char group[64];
+    char topic[128]; /* TOPIC, or a fresh topic on a real broker */
+    char dlq[160];   /* DLQ, or the fresh topic's DLQ */
 };
+
+/* KAFKA_TEST_BROKERS, or NULL: the mock cluster. */
+static const char *real_brokers(void)
+{
+    const char *b = getenv("KAFKA_TEST_BROKERS");
+    return b != NULL && b[0] != '\0' ? b : NULL;
+}
+
+/* Creates topic with partitions on the fixture's cluster. On a real broker through the
+ * admin API, waiting for the result (an existing topic is an error: names are fresh). */
+static int topic_create(struct fixture *fx, const char *topic, int partitions)
+{
+    if (fx->mock != NULL)
+        return rd_kafka_mock_topic_create(fx->mock, topic, partitions, 1) ==
+                       RD_KAFKA_RESP_ERR_NO_ERROR
+                   ? 0
+                   : -1;
+    char err[256];
+    int rc = -1;
+    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, partitions, 1, err, sizeof err);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(fx->owner);
+    if (nt == NULL || q == NULL) {
+        print_error("topic %s: %s\n", topic, nt == NULL ? err : "no queue");
+        goto out;
+    }
+    rd_kafka_CreateTopics(fx->owner, &nt, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+    const rd_kafka_CreateTopics_result_t *res =
+        ev != NULL ? rd_kafka_event_CreateTopics_result(ev) : NULL;
+    if (res == NULL) {
+        print_error("topic %s: no CreateTopics result in 30 s\n", topic);
+    } else if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        print_error("topic %s: %s\n", topic, rd_kafka_event_error_string(ev));
+    } else {
+        size_t n = 0;
+        const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &n);
+        if (n == 1 && rd_kafka_topic_result_error(tr[0]) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            rc = 0;
+        else
+            print_error("topic %s: %s\n", topic,
+                        n == 1 ? rd_kafka_topic_result_error_string(tr[0]) : "no result");
+    }
+    if (ev != NULL)
+        rd_kafka_event_destroy(ev);
+out:
+    if (q != NULL)
+        rd_kafka_queue_destroy(q);
+    if (nt != NULL)
+        rd_kafka_NewTopic_destroy(nt);
+    return rc;
+}
+
+/* A topic named after the fixture's (TOPIC + suffix on the mock cluster, so names stay as
+ * they were), created with partitions. */
+static void topic_derived(struct fixture *fx, const char *suffix, int partitions, char *out,
+                          size_t outlen)
+{
+    snprintf(out, outlen, "%s%s", fx->topic, suffix);
+    assert_int_equal(topic_create(fx, out, partitions), 0);
+}
 
 static int setup(void **state)
 {
@@ -124,18 +193,39 @@ static int setup(void **state)
 
     if (fx == NULL)
         return -1;
+    static unsigned seq;
+    const char *brokers = real_brokers();
+
+    if (fx == NULL)
+        return -1;
     rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
-    /* The producer creates the mock cluster and uses it; the consumers bootstrap from it. */
-    rd_kafka_conf_set(conf, "test.mock.num.brokers", "1", err, sizeof err);
+    if (brokers != NULL) {
+        snprintf(fx->brokers, sizeof fx->brokers, "%s", brokers);
+        rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
+    } else {
+        /* The producer creates the mock cluster and uses it; the consumers bootstrap from
+         * it. */
+        rd_kafka_conf_set(conf, "test.mock.num.brokers", "1", err, sizeof err);
+    }
     fx->owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (fx->owner == NULL)
+    if (fx->owner == NULL) {
+        print_error("producer: %s\n", err);
         return -1;
-    fx->mock = rd_kafka_handle_mock_cluster(fx->owner);
-    if (fx->mock == NULL)
+    }
+    if (brokers == NULL) {
+        fx->mock = rd_kafka_handle_mock_cluster(fx->owner);
+        if (fx->mock == NULL)
+            return -1;
+        snprintf(fx->brokers, sizeof fx->brokers, "%s", rd_kafka_mock_cluster_bootstraps(fx->mock));
+        snprintf(fx->topic, sizeof fx->topic, "%s", TOPIC);
+        snprintf(fx->dlq, sizeof fx->dlq, "%s", DLQ);
+    } else {
+        snprintf(fx->topic, sizeof fx->topic, "%s.t%d-%u-%ld", TOPIC, getpid(), ++seq,
+                 (long)time(NULL));
+        snprintf(fx->dlq, sizeof fx->dlq, "%s.dlq", fx->topic);
+    }
+    if (topic_create(fx, fx->topic, 1) != 0 || topic_create(fx, fx->dlq, 1) != 0)
         return -1;
-    rd_kafka_mock_topic_create(fx->mock, TOPIC, 1, 1);
-    rd_kafka_mock_topic_create(fx->mock, DLQ, 1, 1);
-    snprintf(fx->brokers, sizeof fx->brokers, "%s", rd_kafka_mock_cluster_bootstraps(fx->mock));
     snprintf(fx->group, sizeof fx->group, "push-email-test-%d-%ld", getpid(), (long)rand());
     *state = fx;
     return 0;
@@ -144,6 +234,17 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
+    if (fx->mock == NULL) { /* a real broker: the test's topic and DLQ go (best effort) */
+        rd_kafka_DeleteTopic_t *dt[2] = {rd_kafka_DeleteTopic_new(fx->topic),
+                                         rd_kafka_DeleteTopic_new(fx->dlq)};
+        rd_kafka_queue_t *q = rd_kafka_queue_new(fx->owner);
+        rd_kafka_DeleteTopics(fx->owner, dt, 2, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 10000);
+        if (ev != NULL)
+            rd_kafka_event_destroy(ev);
+        rd_kafka_queue_destroy(q);
+        rd_kafka_DeleteTopic_destroy_array(dt, 2);
+    }
     rd_kafka_destroy(fx->owner); /* destroys its mock cluster too */
     free(fx);
     return 0;
@@ -154,7 +255,7 @@ static void produce(struct fixture *fx, const char *value, size_t len)
     rd_kafka_vu_t vu[4];
     memset(vu, 0, sizeof vu);
     vu[0].vtype = RD_KAFKA_VTYPE_TOPIC;
-    vu[0].u.cstr = TOPIC;
+    vu[0].u.cstr = fx->topic;
     vu[1].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
     vu[1].u.i = RD_KAFKA_MSG_F_COPY;
     vu[2].vtype = RD_KAFKA_VTYPE_KEY;
@@ -199,7 +300,7 @@ static void produce_create(struct fixture *fx, int pos)
 }
 
 static uint32_t g_budget_ms;      /* 0: the default */
-static const char *g_topic;       /* NULL: TOPIC */
+static const char *g_topic;       /* NULL: the fixture's topic */
 static struct metrics *g_metrics; /* the next consumer's, may be NULL */
 static uint32_t g_retry_ms;       /* 0: the default backoff */
 static bool g_fast_stats;         /* statistics every 200 ms, auto-commit every 100 ms */
@@ -223,8 +324,8 @@ static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder
     struct kafka_consumer_config cfg = {
         .brokers = fx->brokers,
         .group_id = fx->group,
-        .topic = g_topic != NULL ? g_topic : TOPIC,
-        .dlq_topic = DLQ,
+        .topic = g_topic != NULL ? g_topic : fx->topic,
+        .dlq_topic = fx->dlq,
         .retry_base_ms = g_retry_ms > 0    ? g_retry_ms
                          : g_topic != NULL ? 1500
                                            : 50,
@@ -300,7 +401,7 @@ static int read_dlq(struct fixture *fx, char *reason, size_t reason_len, char *o
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
     assert_non_null(rk);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, DLQ, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_topic_partition_list_add(l, fx->dlq, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
     rd_kafka_assign(rk, l);
     rd_kafka_topic_partition_list_destroy(l);
     time_t deadline = time(NULL) + 10;
@@ -361,7 +462,7 @@ static void events_are_handled_dlqd_or_skipped_and_committed(void **state)
     assert_int_equal(read_dlq(fx, reason, sizeof reason, origin, sizeof origin), 1);
     assert_non_null(strstr(reason, "malformed event"));
     assert_string_equal(origin, "2");
-    assert_int_equal(committed(fx, TOPIC), 4);
+    assert_int_equal(committed(fx, fx->topic), 4);
 }
 
 /* A malformed event too large for the DLQ producer (20,000 bytes against a
@@ -391,7 +492,7 @@ static void a_malformed_event_too_large_for_the_dlq_goes_there_cut(void **state)
     assert_string_equal(origin, "0");
     assert_string_equal(g_dlq_cut_from, "20000");
     assert_int_equal(g_dlq_first_len, 4096);
-    assert_int_equal(committed(fx, TOPIC), 2);
+    assert_int_equal(committed(fx, fx->topic), 2);
 }
 
 static void a_transient_failure_retries_the_same_event_first(void **state)
@@ -415,7 +516,7 @@ static void a_transient_failure_retries_the_same_event_first(void **state)
     for (size_t i = 0; i < 5; i++)
         assert_int_equal(r.seen[i], want[i]);
     assert_int_equal(read_dlq(fx, reason, sizeof reason, origin, sizeof origin), 0);
-    assert_int_equal(committed(fx, TOPIC), 3);
+    assert_int_equal(committed(fx, fx->topic), 3);
 }
 
 static void a_final_failure_goes_to_the_dlq_and_on(void **state)
@@ -435,7 +536,7 @@ static void a_final_failure_goes_to_the_dlq_and_on(void **state)
     assert_int_equal(read_dlq(fx, reason, sizeof reason, origin, sizeof origin), 1);
     assert_string_equal(reason, "550 mailbox unavailable");
     assert_string_equal(origin, "0");
-    assert_int_equal(committed(fx, TOPIC), 2);
+    assert_int_equal(committed(fx, fx->topic), 2);
 }
 
 static void a_restart_resumes_after_the_committed_offset(void **state)
@@ -478,16 +579,16 @@ static void offsets_wait_until_the_handlers_writes_are_durable(void **state)
     /* Nothing durable: auto commit (every 1 s) has nothing to commit. */
     for (int i = 0; i < 15; i++)
         kafka_consumer_poll_once(kc, 100);
-    assert_true(committed(fx, TOPIC) < 0);
+    assert_true(committed(fx, fx->topic) < 0);
     /* The first two events' writes are durable: their offsets go, not the third's. */
     r.durable = 2;
     for (int i = 0; i < 15; i++)
         kafka_consumer_poll_once(kc, 100);
-    assert_int_equal(committed(fx, TOPIC), 2);
+    assert_int_equal(committed(fx, fx->topic), 2);
     /* Close flushes the gate, then commits the rest. */
     kafka_consumer_free(kc);
     assert_int_equal(r.durable, 3);
-    assert_int_equal(committed(fx, TOPIC), 3);
+    assert_int_equal(committed(fx, fx->topic), 3);
 }
 
 static void a_close_whose_flush_fails_commits_only_what_is_durable(void **state)
@@ -503,7 +604,7 @@ static void a_close_whose_flush_fails_commits_only_what_is_durable(void **state)
     poll_until(kc, &r, 2);
     r.durable = 1;
     kafka_consumer_free(kc);
-    assert_int_equal(committed(fx, TOPIC), 1);
+    assert_int_equal(committed(fx, fx->topic), 1);
     /* A restart reads the second event again (its emails are deduped by the log). */
     struct recorder r2 = {0};
     kc = consumer(fx, &r2);
@@ -532,7 +633,7 @@ static void a_slow_batch_hands_the_rest_back_in_order(void **state)
     assert_int_equal(r.n, 4);
     for (size_t i = 0; i < 4; i++)
         assert_int_equal(r.seen[i], 100 * (long)(i + 1));
-    assert_int_equal(committed(fx, TOPIC), 4);
+    assert_int_equal(committed(fx, fx->topic), 4);
 }
 
 /* A slow batch over two partitions: both are handed back, and in the next batch the budget
@@ -542,12 +643,12 @@ static void a_slow_batch_hands_the_rest_back_in_order(void **state)
 static void a_slow_batch_hands_back_a_partition_twice(void **state)
 {
     struct fixture *fx = *state;
-    static const char topic[] = "cdc.info-user.slow2";
+    char topic[200];
     struct recorder r = {0};
     r.handler_ms = 300;
     g_budget_ms = 200;
 
-    rd_kafka_mock_topic_create(fx->mock, topic, 2, 1);
+    topic_derived(fx, ".slow2", 2, topic, sizeof topic);
     for (int i = 0; i < 4; i++) {
         produce_to(fx, topic, 0, 100 + i);
         produce_to(fx, topic, 1, 200 + i);
@@ -576,9 +677,9 @@ static void a_paused_partition_does_not_hold_the_others(void **state)
 {
     struct fixture *fx = *state;
     struct recorder r = {0};
-    static const char topic2[] = "cdc.info-user.two";
+    char topic2[200];
 
-    rd_kafka_mock_topic_create(fx->mock, topic2, 2, 1);
+    topic_derived(fx, ".two", 2, topic2, sizeof topic2);
     produce_to(fx, topic2, 0, 100); /* refused once: partition 0 waits 1.5 s */
     produce_to(fx, topic2, 0, 110);
     r.refuse_pos = 100;
@@ -717,14 +818,14 @@ static bool seen_by(const struct recorder *r, long pos)
 static void a_rebalance_hands_over_without_losses(void **state)
 {
     struct fixture *fx = *state;
-    static const char topic[] = "cdc.info-user.rebalance";
+    char topic[200];
     struct recorder a = {0}, b = {0};
     a.flush_ok = true;
     const struct kafka_offset_gate gate = {gate_ticket, gate_durable, gate_flush, &a};
     struct metrics *ma = metrics_new();
     assert_non_null(ma);
 
-    rd_kafka_mock_topic_create(fx->mock, topic, 2, 1);
+    topic_derived(fx, ".rebalance", 2, topic, sizeof topic);
     for (int i = 0; i < 10; i++) {
         produce_to(fx, topic, 0, 1000 + i);
         produce_to(fx, topic, 1, 2000 + i);
@@ -786,6 +887,8 @@ static void a_rebalance_hands_over_without_losses(void **state)
      * go, whose emails the log's marks skip. When nothing was refused, B starts after A's
      * offsets and no event is handled twice. (e2e_rebalance checks on a real broker that
      * the commit is taken and nothing is read twice.) */
+    if (fx->mock == NULL) /* a real broker takes the revoke's commit */
+        assert_int_equal(refused, 0);
     for (size_t i = 0; i < b.n; i++) {
         assert_false(seen_by(&a, b.seen[i]) && b.seen[i] >= 3000);
         if (refused == 0)
@@ -803,10 +906,10 @@ static void a_rebalance_hands_over_without_losses(void **state)
 static void a_paused_partition_given_back_is_read_again(void **state)
 {
     struct fixture *fx = *state;
-    static const char topic[] = "cdc.info-user.pausemove";
+    char topic[200];
     struct recorder a = {0}, b = {0};
 
-    rd_kafka_mock_topic_create(fx->mock, topic, 2, 1);
+    topic_derived(fx, ".pausemove", 2, topic, sizeof topic);
     produce_to(fx, topic, 0, 100);
     produce_to(fx, topic, 1, 200);
     a.script[0] = NOTIFY_RETRY; /* both refused: both partitions paused for a minute */
@@ -887,5 +990,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_paused_partition_given_back_is_read_again, setup,
                                         teardown),
     };
+    if (real_brokers() != NULL)
+        return cmocka_run_group_tests_name("kafka consumer (real broker)", tests, NULL, NULL);
     return cmocka_run_group_tests_name("kafka consumer (mock cluster)", tests, NULL, NULL);
 }
