@@ -21,7 +21,7 @@
 #   WARMUP       seconds of unmeasured load before each run      (default 3)
 #   WRK_THREADS  wrk -t                                          (default 2)
 #   SVC_THREADS  USERDATA_THREADS (MHD pool); "conns" = CONNS    (default 8, the service default)
-#   SVC_POOL     USERDATA_DB_POOL_SIZE; 0 = same as the threads  (default 0)
+#   SVC_POOL     USERDATA_DB_POOL_SIZE; 0 = the service default (threads + PWHASH_PARALLEL)  (default 0)
 #   USERS        users to seed                                   (default 10000)
 #   MODES        "get put" or a subset                           (default "get put")
 #   BENCH_DB_PORT  port of the MariaDB used                      (default 3341)

@@ -53,6 +53,7 @@ struct settings {
     long long pwhash_memlimit_kib;
     long long pwhash_parallel;
     long long pwhash_wait_ms;
+    long long pwhash_queue;
     char *log_level;
 };
 
@@ -112,6 +113,7 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
                    &s->pwhash_memlimit_kib, err, errlen) ||
         config_int("USERDATA_PWHASH_PARALLEL", 2, 1, 64, &s->pwhash_parallel, err, errlen) ||
         config_int("USERDATA_PWHASH_WAIT_MS", 5000, 1, 60000, &s->pwhash_wait_ms, err, errlen) ||
+        config_int("USERDATA_PWHASH_QUEUE", 64, 0, 4096, &s->pwhash_queue, err, errlen) ||
         config_string("USERDATA_LOG_LEVEL", "info", &s->log_level, err, errlen))
         return -1;
     if (strcmp(s->jwt_alg, "HS256") != 0 && strcmp(s->jwt_alg, "RS256") != 0) {
@@ -127,8 +129,8 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
         snprintf(err, errlen, "USERDATA_DB_NAME: must be " DB_NAME_RULE);
         return -1;
     }
-    if (s->db_pool == 0)
-        s->db_pool = s->threads;
+    if (s->db_pool == 0) /* every HTTP worker and every password lane may hold one */
+        s->db_pool = s->threads + s->pwhash_parallel;
     return 0;
 }
 
@@ -298,6 +300,9 @@ static int cmd_serve(const struct settings *s)
         .conns_per_ip = (unsigned)s->conns_per_ip,
         .openapi = openapi,
         .openapi_len = openapi_len,
+        .pw_lanes = (unsigned)s->pwhash_parallel,
+        .pw_queue = (unsigned)s->pwhash_queue,
+        .pw_wait_ms = (unsigned)s->pwhash_wait_ms,
     };
     api = http_api_start(&hc, users, auth, metrics, err, sizeof err);
     if (api == NULL) {

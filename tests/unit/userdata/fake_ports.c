@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 void fake_repo_init(struct fake_repo *r)
 {
@@ -171,6 +172,11 @@ static int fh_hash(void *self, const char *password, char out[USER_PASSWORD_HASH
     if (h != NULL) {
         if (h->busy)
             return PASSWORD_HASHER_BUSY;
+        h->started++;
+        while (h->hold) {
+            struct timespec ts = {0, 1000000L};
+            nanosleep(&ts, NULL);
+        }
         h->hashes++;
     }
     snprintf(out, USER_PASSWORD_HASH_MAX + 1, "fake$%s", password);

@@ -31,6 +31,10 @@ struct password_hasher fake_hasher_port(void);
 struct fake_hasher {
     unsigned hashes;
     bool busy;
+    /* While hold is set, a hash waits (counted in started first): a slow hash that the test
+     * ends by clearing hold. */
+    _Atomic bool hold;
+    _Atomic unsigned started;
 };
 struct password_hasher fake_hasher_port_of(struct fake_hasher *h);
 

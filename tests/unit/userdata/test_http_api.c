@@ -19,6 +19,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 #include <jwt.h>
+#include <pthread.h>
 #include <time.h>
 
 #include "fake_ports.h"
@@ -94,11 +95,10 @@ static void mint_expired(char *out, size_t outlen)
     jwt_free(jwt);
 }
 
-/* Starts the fixture's server (conns_per_ip 0: no per-address limit); 0 or -1. */
-static int start_api(struct fixture *fx, unsigned conns_per_ip)
+/* The fixture's server config: 2 workers, no password lanes. */
+static struct http_api_config api_config(unsigned conns_per_ip)
 {
     static const char spec[] = "openapi: 3.1.0\n";
-    char err[256];
     struct http_api_config hc = {.bind_addr = "127.0.0.1",
                                  .port = 0,
                                  .threads = 2,
@@ -106,13 +106,26 @@ static int start_api(struct fixture *fx, unsigned conns_per_ip)
                                  .conns_per_ip = conns_per_ip,
                                  .openapi = spec,
                                  .openapi_len = sizeof spec - 1};
-    fx->api = http_api_start(&hc, fx->uc, fx->auth, fx->metrics, err, sizeof err);
+    return hc;
+}
+
+static int start_api_with(struct fixture *fx, const struct http_api_config *hc)
+{
+    char err[256];
+    fx->api = http_api_start(hc, fx->uc, fx->auth, fx->metrics, err, sizeof err);
     if (fx->api == NULL) {
         fprintf(stderr, "http_api_start: %s\n", err);
         return -1;
     }
     snprintf(fx->base, sizeof fx->base, "http://127.0.0.1:%u", http_api_port(fx->api));
     return 0;
+}
+
+/* Starts the fixture's server (conns_per_ip 0: no per-address limit); 0 or -1. */
+static int start_api(struct fixture *fx, unsigned conns_per_ip)
+{
+    struct http_api_config hc = api_config(conns_per_ip);
+    return start_api_with(fx, &hc);
 }
 
 static int setup(void **state)
@@ -625,6 +638,223 @@ static void a_busy_password_hasher_is_503_with_retry_after(void **state)
     reply_free(&r);
 }
 
+/* Restarts the fixture's server with threads HTTP workers and password lanes. */
+static void restart_with_lanes(struct fixture *fx, unsigned threads, unsigned lanes, unsigned queue,
+                               unsigned wait_ms)
+{
+    http_api_stop(fx->api);
+    struct http_api_config hc = api_config(0);
+    hc.threads = threads;
+    hc.pw_lanes = lanes;
+    hc.pw_queue = queue;
+    hc.pw_wait_ms = wait_ms;
+    if (start_api_with(fx, &hc) != 0)
+        fail_msg("http_api_start failed");
+}
+
+/* A request made on a thread of its own (no cmocka assertions there): status 0 when it
+ * got no answer. */
+struct bg_call {
+    struct fixture *fx;
+    const char *method, *path, *body;
+    long status;
+    char retry_after[16];
+    pthread_t thread;
+};
+
+static void *bg_main(void *arg)
+{
+    struct bg_call *b = arg;
+    struct reply r = {0};
+    char url[512], auth_h[2200], v[16];
+    struct curl_slist *h = NULL;
+    CURL *c = curl_easy_init();
+
+    if (c == NULL)
+        return NULL;
+    snprintf(url, sizeof url, "%s%s", b->fx->base, b->path);
+    snprintf(auth_h, sizeof auth_h, "Authorization: Bearer %s", b->fx->token_rw);
+    h = curl_slist_append(h, auth_h);
+    h = curl_slist_append(h, "Content-Type: application/json");
+    h = curl_slist_append(h, "Expect:");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, b->method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, b->body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    if (curl_easy_perform(c) == CURLE_OK) {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &b->status);
+        snprintf(b->retry_after, sizeof b->retry_after, "%s",
+                 header(&r, "Retry-After", v, sizeof v));
+    }
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    free(r.body);
+    return NULL;
+}
+
+static void bg_start(struct bg_call *b, struct fixture *fx, const char *method, const char *path,
+                     const char *body)
+{
+    memset(b, 0, sizeof *b);
+    b->fx = fx;
+    b->method = method;
+    b->path = path;
+    b->body = body;
+    assert_int_equal(pthread_create(&b->thread, NULL, bg_main, b), 0);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits up to 10 s until n hashes have started. */
+static void wait_hashes_started(struct fixture *fx, unsigned n)
+{
+    for (int i = 0; i < 1000 && fx->hasher.started < n; i++)
+        sleep_ms(10);
+    assert_true(fx->hasher.started >= n);
+}
+
+/* Waits up to 10 s until /metrics says n writes wait for a password lane. */
+static void wait_queued(struct fixture *fx, unsigned n)
+{
+    char want[64];
+    bool seen = false;
+    snprintf(want, sizeof want, "\nuserdata_password_writes_queued %u\n", n);
+    for (int i = 0; i < 1000 && !seen; i++) {
+        struct reply r = call(fx, "GET", "/metrics", NULL, NULL, 0, NULL);
+        seen = r.body != NULL && strstr(r.body, want) != NULL;
+        reply_free(&r);
+        if (!seen)
+            sleep_ms(10);
+    }
+    assert_true(seen);
+}
+
+#define BEN "{\"username\":\"ben\",\"email\":\"ben@example.com\",\"password\":\"pass word 2\"}"
+#define CAI "{\"username\":\"cai\",\"email\":\"cai@example.com\",\"password\":\"pass word 3\"}"
+
+/* Writes with a password wait for a password lane, not on an HTTP worker: with ONE worker
+ * and the hash held, reads and other requests are still answered (without the lanes they
+ * would wait behind the hash and time out). */
+static void password_writes_do_not_hold_the_http_workers(void **state)
+{
+    struct fixture *fx = *state;
+    struct bg_call a, b;
+
+    restart_with_lanes(fx, 1, 1, 8, 60000);
+    fx->hasher.hold = true;
+    bg_start(&a, fx, "POST", "/api/v1/users", ANA);
+    wait_hashes_started(fx, 1);
+    bg_start(&b, fx, "POST", "/api/v1/users", BEN);
+    wait_queued(fx, 1); /* B waits for the lane A holds */
+    struct reply r = call(fx, "GET", "/api/v1/users", fx->token_ro, NULL, 0, NULL);
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+    r = call(fx, "GET", "/healthz", NULL, NULL, 0, NULL);
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+    assert_int_equal(fx->repo.inserts, 0);
+
+    fx->hasher.hold = false;
+    pthread_join(a.thread, NULL);
+    pthread_join(b.thread, NULL);
+    assert_int_equal(a.status, 201);
+    assert_int_equal(b.status, 201);
+    assert_int_equal(fx->repo.inserts, 2);
+    wait_queued(fx, 0);
+}
+
+/* Past the queue's size, a write with a password gets 503 + Retry-After at once; the ones
+ * queued are answered. */
+static void a_full_password_queue_is_503_at_once(void **state)
+{
+    struct fixture *fx = *state;
+    struct bg_call a, b;
+    char v[16];
+
+    restart_with_lanes(fx, 2, 1, 1, 60000);
+    fx->hasher.hold = true;
+    bg_start(&a, fx, "POST", "/api/v1/users", ANA);
+    wait_hashes_started(fx, 1);
+    bg_start(&b, fx, "POST", "/api/v1/users", BEN);
+    wait_queued(fx, 1);
+    struct reply r = call(fx, "POST", "/api/v1/users", fx->token_rw, CAI, (size_t)-1, JSON);
+    assert_problem(&r, 503);
+    assert_string_equal(header(&r, "Retry-After", v, sizeof v), "1");
+    reply_free(&r);
+
+    fx->hasher.hold = false;
+    pthread_join(a.thread, NULL);
+    pthread_join(b.thread, NULL);
+    assert_int_equal(a.status, 201);
+    assert_int_equal(b.status, 201);
+    assert_int_equal(fx->repo.inserts, 2);
+}
+
+/* A write that waited for a lane longer than pw_wait_ms gets 503 + Retry-After without
+ * running (its client may have given up). */
+static void a_password_write_that_waited_too_long_is_503(void **state)
+{
+    struct fixture *fx = *state;
+    struct bg_call a, b;
+
+    restart_with_lanes(fx, 2, 1, 4, 100);
+    fx->hasher.hold = true;
+    bg_start(&a, fx, "POST", "/api/v1/users", ANA);
+    wait_hashes_started(fx, 1);
+    bg_start(&b, fx, "POST", "/api/v1/users", BEN);
+    wait_queued(fx, 1);
+    sleep_ms(300); /* B has waited more than 100 ms */
+    fx->hasher.hold = false;
+    pthread_join(a.thread, NULL);
+    pthread_join(b.thread, NULL);
+    assert_int_equal(a.status, 201);
+    assert_int_equal(b.status, 503);
+    assert_string_equal(b.retry_after, "1");
+    assert_int_equal(fx->repo.inserts, 1);
+    assert_int_equal(fx->hasher.started, 1); /* B was not hashed */
+}
+
+static void *stop_main(void *arg)
+{
+    struct fixture *fx = arg;
+    http_api_stop(fx->api);
+    return NULL;
+}
+
+/* Stopping the server answers every write waiting for a lane (it runs them first). */
+static void stopping_answers_the_queued_password_writes(void **state)
+{
+    struct fixture *fx = *state;
+    struct bg_call a, b;
+    pthread_t stopper;
+
+    restart_with_lanes(fx, 2, 1, 4, 60000);
+    fx->hasher.hold = true;
+    bg_start(&a, fx, "POST", "/api/v1/users", ANA);
+    wait_hashes_started(fx, 1);
+    bg_start(&b, fx, "POST", "/api/v1/users", BEN);
+    wait_queued(fx, 1);
+    assert_int_equal(pthread_create(&stopper, NULL, stop_main, fx), 0);
+    sleep_ms(100); /* the stop waits for the lane */
+    fx->hasher.hold = false;
+    pthread_join(stopper, NULL);
+    fx->api = NULL; /* stopped */
+    pthread_join(a.thread, NULL);
+    pthread_join(b.thread, NULL);
+    assert_int_equal(a.status, 201);
+    assert_int_equal(b.status, 201);
+    assert_int_equal(fx->repo.inserts, 2);
+}
+
 /* A raw connection to the fixture's server, for what libcurl will not do (send headers and
  * wait, stream a body by hand, hold connections open). 15 s send and receive timeouts. */
 static int raw_connect(struct fixture *fx)
@@ -865,6 +1095,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(store_down_503_with_retry_after_and_readyz, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(metrics_and_openapi_need_no_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(password_writes_do_not_hold_the_http_workers, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_full_password_queue_is_503_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_password_write_that_waited_too_long_is_503, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(stopping_answers_the_queued_password_writes, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(a_busy_password_hasher_is_503_with_retry_after, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(refusals_are_answered_from_the_headers, setup, teardown),

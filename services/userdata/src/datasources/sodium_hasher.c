@@ -1,8 +1,9 @@
 /* sodium_hasher: the password_hasher port on libsodium's argon2id (crypto_pwhash_str),
  * with a counting semaphore so that at most max_parallel hashes hold memlimit at once.
  * At most MAX_WAITING_PER_SLOT * max_parallel callers wait for it, each for at most
- * wait_ms; any more are told busy at once, so that a flood of password writes cannot hold
- * every HTTP worker (8 by default: 2 hash, 4 wait, 2 stay free for everything else). */
+ * wait_ms; any more are told busy at once. The HTTP server calls it only from its password
+ * lanes (as many as max_parallel: transport/http_api.c), so there nobody waits; the limits
+ * hold for any other caller. */
 #include "datasources/sodium_hasher.h"
 
 #include <pthread.h>

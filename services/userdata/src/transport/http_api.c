@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,8 +33,34 @@ static const unsigned tracked_codes[] = {200, 201, 204, 400, 401, 403, 404, 405,
                                          409, 412, 413, 415, 422, 500, 503};
 #define N_TRACKED (sizeof tracked_codes / sizeof tracked_codes[0])
 
+/* A write with a password, run by a password lane while its connection is suspended. */
+struct write_job {
+    struct write_job *next;
+    struct MHD_Connection *conn;
+    cJSON *tree; /* the body: f's strings point into it */
+    struct user_fields f;
+    struct users_if_match pre;
+    char *id; /* NULL: create */
+    bool is_patch;
+    struct timespec queued_at;
+    /* the lane's answer, read by the worker once the connection is resumed */
+    enum users_result result;
+    struct user user;
+    struct field_errors errs;
+};
+
 struct http_api {
     struct MHD_Daemon *daemon;
+    /* the password lanes: a queue of write_jobs and the threads that run them */
+    pthread_mutex_t lane_mu;
+    pthread_cond_t lane_cv;
+    struct write_job *lane_head, *lane_tail;
+    unsigned lane_queued;  /* waiting for a lane, guarded by lane_mu */
+    unsigned lane_pending; /* queued, running or answered but not yet completed: lane_mu */
+    unsigned lane_cap, lane_wait_ms;
+    bool lane_stopping;
+    pthread_t *lanes;
+    unsigned n_lanes;
     struct users *users;
     const struct auth *auth;
     size_t max_body;
@@ -42,6 +69,7 @@ struct http_api {
     uint16_t port;
     struct metric_counter *requests[N_TRACKED + 1]; /* last: any other code */
     struct metric_histogram *duration;
+    struct metric_gauge *lane_queued_gauge; /* = lane_queued */
     struct metrics *metrics;
 };
 
@@ -51,7 +79,8 @@ struct request {
     size_t len;
     size_t cap;
     bool too_large;
-    bool admitted; /* admit() passed */
+    bool admitted;         /* admit() passed */
+    struct write_job *job; /* a write queued for a password lane, freed at completion */
     struct timespec start;
     unsigned status;
     char method[8];
@@ -185,6 +214,13 @@ static enum MHD_Result send_user(struct MHD_Connection *conn, struct request *re
     return send_json(conn, req, status, user_json_from_user(u), "application/json", h);
 }
 
+static enum MHD_Result send_busy(struct MHD_Connection *conn, struct request *req)
+{
+    const struct header h[] = {{"Retry-After", "1"}, {NULL, NULL}};
+    return send_problem(conn, req, 503, "too many password changes at once; retry shortly", NULL,
+                        h);
+}
+
 /* Maps an interactor result that is not OK to its response. */
 static enum MHD_Result send_failure(struct MHD_Connection *conn, struct request *req,
                                     enum users_result r, const struct field_errors *errs)
@@ -202,11 +238,8 @@ static enum MHD_Result send_failure(struct MHD_Connection *conn, struct request 
                             NULL, NULL);
     case USERS_UNAVAILABLE:
         return send_unavailable(conn, req);
-    case USERS_BUSY: {
-        const struct header h[] = {{"Retry-After", "1"}, {NULL, NULL}};
-        return send_problem(conn, req, 503, "too many password changes at once; retry shortly",
-                            NULL, h);
-    }
+    case USERS_BUSY:
+        return send_busy(conn, req);
     case USERS_OK:
     case USERS_INTERNAL:
         break;
@@ -321,6 +354,118 @@ out:
     return ret;
 }
 
+static double seconds_since(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+static enum users_result run_write(struct users *users, const char *id, bool is_patch,
+                                   const struct user_fields *f, const struct users_if_match *pre,
+                                   struct user *u, struct field_errors *errs)
+{
+    if (id == NULL)
+        return users_create(users, f, u, errs);
+    if (is_patch)
+        return users_patch(users, id, f, pre, u, errs);
+    return users_replace(users, id, f, pre, u, errs);
+}
+
+static void write_job_free(struct write_job *job)
+{
+    if (job == NULL)
+        return;
+    cJSON_Delete(job->tree);
+    free(job->id);
+    free(job);
+}
+
+/* Queues the write for a password lane and suspends the connection; the worker that is
+ * handed the connection back answers it (on_request). Takes tree. 503 at once when the
+ * queue is full or the server is stopping. */
+static enum MHD_Result queue_write(struct http_api *api, struct MHD_Connection *conn,
+                                   struct request *req, cJSON *tree, const struct user_fields *f,
+                                   const struct users_if_match *pre, const char *id, bool is_patch)
+{
+    struct write_job *job = calloc(1, sizeof *job);
+    if (job == NULL || (id != NULL && (job->id = strdup(id)) == NULL)) {
+        free(job);
+        cJSON_Delete(tree);
+        return send_problem(conn, req, 500, "out of memory", NULL, NULL);
+    }
+    job->conn = conn;
+    job->tree = tree;
+    job->f = *f;
+    job->pre = *pre;
+    job->is_patch = is_patch;
+    clock_gettime(CLOCK_MONOTONIC, &job->queued_at);
+
+    pthread_mutex_lock(&api->lane_mu);
+    if (api->lane_stopping || api->lane_queued >= api->lane_cap) {
+        pthread_mutex_unlock(&api->lane_mu);
+        write_job_free(job);
+        return send_busy(conn, req);
+    }
+    /* Suspended before a lane can see the job: a lane resumes only what is suspended. */
+    MHD_suspend_connection(conn);
+    req->job = job;
+    if (api->lane_tail != NULL)
+        api->lane_tail->next = job;
+    else
+        api->lane_head = job;
+    api->lane_tail = job;
+    api->lane_queued++;
+    api->lane_pending++;
+    if (api->lane_queued_gauge != NULL)
+        metric_gauge_set(api->lane_queued_gauge, api->lane_queued);
+    pthread_cond_signal(&api->lane_cv);
+    pthread_mutex_unlock(&api->lane_mu);
+    return MHD_YES;
+}
+
+/* A password lane: runs queued writes until the server stops and the queue is empty. */
+static void *lane_main(void *arg)
+{
+    struct http_api *api = arg;
+
+    pthread_mutex_lock(&api->lane_mu);
+    for (;;) {
+        while (api->lane_head == NULL && !api->lane_stopping)
+            pthread_cond_wait(&api->lane_cv, &api->lane_mu);
+        struct write_job *job = api->lane_head;
+        if (job == NULL)
+            break; /* stopping, and nothing left */
+        api->lane_head = job->next;
+        if (api->lane_head == NULL)
+            api->lane_tail = NULL;
+        api->lane_queued--;
+        if (api->lane_queued_gauge != NULL)
+            metric_gauge_set(api->lane_queued_gauge, api->lane_queued);
+        pthread_mutex_unlock(&api->lane_mu);
+
+        if (seconds_since(&job->queued_at) * 1000.0 > (double)api->lane_wait_ms)
+            job->result = USERS_BUSY; /* its client has waited long enough: 503 + Retry-After */
+        else
+            job->result = run_write(api->users, job->id, job->is_patch, &job->f, &job->pre,
+                                    &job->user, &job->errs);
+        /* The worker handed the connection answers it and frees the job: not ours now. */
+        MHD_resume_connection(job->conn);
+        pthread_mutex_lock(&api->lane_mu);
+    }
+    pthread_mutex_unlock(&api->lane_mu);
+    return NULL;
+}
+
+/* The answer to a write a password lane ran (the connection was resumed). */
+static enum MHD_Result answer_queued_write(struct MHD_Connection *conn, struct request *req)
+{
+    const struct write_job *job = req->job;
+    if (job->result == USERS_OK)
+        return send_user(conn, req, job->id == NULL ? 201 : 200, &job->user);
+    return send_failure(conn, req, job->result, &job->errs);
+}
+
 /* POST, PUT and PATCH: content type, If-Match, body, interactor, response. */
 static enum MHD_Result write_user(struct http_api *api, struct MHD_Connection *conn,
                                   struct request *req, const char *method, const char *id)
@@ -353,13 +498,9 @@ static enum MHD_Result write_user(struct http_api *api, struct MHD_Connection *c
     if (!ok)
         goto out;
 
-    enum users_result r;
-    if (id == NULL)
-        r = users_create(api->users, &f, &u, &errs);
-    else if (is_patch)
-        r = users_patch(api->users, id, &f, &pre, &u, &errs);
-    else
-        r = users_replace(api->users, id, &f, &pre, &u, &errs);
+    if (api->n_lanes > 0 && (f.present & USER_F_PASSWORD) != 0 && f.password != NULL)
+        return queue_write(api, conn, req, tree, &f, &pre, id, is_patch);
+    enum users_result r = run_write(api->users, id, is_patch, &f, &pre, &u, &errs);
     ret = r == USERS_OK ? send_user(conn, req, id == NULL ? 201 : 200, &u)
                         : send_failure(conn, req, r, &errs);
 out:
@@ -491,13 +632,6 @@ static enum MHD_Result route(struct http_api *api, struct MHD_Connection *conn, 
     return send_problem(conn, req, 404, "no such resource", NULL, NULL);
 }
 
-static double seconds_since(const struct timespec *start)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
-}
-
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -572,6 +706,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->len += n;
         return MHD_YES;
     }
+    if (req->job != NULL) /* resumed: a password lane ran the write */
+        return answer_queued_write(conn, req);
     const char *id;
     if (!req->admitted) {
         bool ok = false;
@@ -612,6 +748,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         log_write(LOG_INFO, "request", "method", req->method, "path", req->path, "status", status,
                   "duration_ms", ms, NULL);
     }
+    if (req->job != NULL) {
+        write_job_free(req->job);
+        pthread_mutex_lock(&api->lane_mu);
+        api->lane_pending--;
+        pthread_mutex_unlock(&api->lane_mu);
+    }
     free(req->body);
     free(req);
     *con_cls = NULL;
@@ -646,6 +788,63 @@ static void register_metrics(struct http_api *api, struct metrics *m)
     api->duration = metrics_histogram(m, "userdata_http_request_duration_seconds",
                                       "Time from request start to response completion", NULL,
                                       bounds, sizeof bounds / sizeof bounds[0]);
+    api->lane_queued_gauge =
+        metrics_gauge(m, "userdata_password_writes_queued",
+                      "Writes with a password waiting for a hashing lane", NULL);
+}
+
+/* Stops the password lanes once every queued write has run (each connection resumed),
+ * then waits up to 5 s for those answers to go out. */
+static void lanes_stop(struct http_api *api)
+{
+    pthread_mutex_lock(&api->lane_mu);
+    api->lane_stopping = true;
+    pthread_cond_broadcast(&api->lane_cv);
+    pthread_mutex_unlock(&api->lane_mu);
+    for (unsigned i = 0; i < api->n_lanes; i++)
+        pthread_join(api->lanes[i], NULL);
+    api->n_lanes = 0;
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&api->lane_mu);
+        unsigned pending = api->lane_pending;
+        pthread_mutex_unlock(&api->lane_mu);
+        if (pending == 0)
+            break;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void api_free(struct http_api *api)
+{
+    free(api->lanes);
+    pthread_cond_destroy(&api->lane_cv);
+    pthread_mutex_destroy(&api->lane_mu);
+    free(api);
+}
+
+static bool lanes_start(struct http_api *api, const struct http_api_config *cfg, char *errstr,
+                        size_t errlen)
+{
+    api->lane_cap = cfg->pw_queue;
+    api->lane_wait_ms = cfg->pw_wait_ms;
+    if (cfg->pw_lanes == 0)
+        return true;
+    api->lanes = calloc(cfg->pw_lanes, sizeof *api->lanes);
+    if (api->lanes == NULL) {
+        snprintf(errstr, errlen, "out of memory");
+        return false;
+    }
+    for (unsigned i = 0; i < cfg->pw_lanes; i++) {
+        int e = pthread_create(&api->lanes[i], NULL, lane_main, api);
+        if (e != 0) {
+            snprintf(errstr, errlen, "cannot start a password lane: %s", strerror(e));
+            lanes_stop(api);
+            return false;
+        }
+        api->n_lanes++;
+    }
+    return true;
 }
 
 struct http_api *http_api_start(const struct http_api_config *cfg, struct users *users,
@@ -659,12 +858,23 @@ struct http_api *http_api_start(const struct http_api_config *cfg, struct users 
         snprintf(errstr, errlen, "out of memory");
         return NULL;
     }
+    if (pthread_mutex_init(&api->lane_mu, NULL) != 0) {
+        snprintf(errstr, errlen, "cannot make a mutex");
+        free(api);
+        return NULL;
+    }
+    if (pthread_cond_init(&api->lane_cv, NULL) != 0) {
+        snprintf(errstr, errlen, "cannot make a condition variable");
+        pthread_mutex_destroy(&api->lane_mu);
+        free(api);
+        return NULL;
+    }
     memset(&addr, 0, sizeof addr);
     addr.sin_family = AF_INET;
     addr.sin_port = htons(cfg->port);
     if (inet_pton(AF_INET, cfg->bind_addr, &addr.sin_addr) != 1) {
         snprintf(errstr, errlen, "bind address %s is not an IPv4 address", cfg->bind_addr);
-        free(api);
+        api_free(api);
         return NULL;
     }
     api->users = users;
@@ -674,9 +884,14 @@ struct http_api *http_api_start(const struct http_api_config *cfg, struct users 
     api->openapi_len = cfg->openapi_len;
     api->metrics = metrics;
     register_metrics(api, metrics);
+    if (!lanes_start(api, cfg, errstr, errlen)) {
+        api_free(api);
+        return NULL;
+    }
 
     api->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_EPOLL | MHD_USE_TURBO,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_EPOLL | MHD_USE_TURBO |
+            MHD_ALLOW_SUSPEND_RESUME,
         cfg->port, NULL, NULL, on_request, api,
         /* the logger first, so that MHD reports nothing through its own stderr logger */
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
@@ -692,7 +907,8 @@ struct http_api *http_api_start(const struct http_api_config *cfg, struct users 
     if (api->daemon == NULL) {
         snprintf(errstr, errlen, "cannot listen on %s:%u (in use, or not allowed)", cfg->bind_addr,
                  cfg->port);
-        free(api);
+        lanes_stop(api);
+        api_free(api);
         return NULL;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(api->daemon, MHD_DAEMON_INFO_BIND_PORT);
@@ -709,6 +925,7 @@ void http_api_stop(struct http_api *api)
 {
     if (api == NULL)
         return;
+    lanes_stop(api);
     MHD_stop_daemon(api->daemon);
-    free(api);
+    api_free(api);
 }

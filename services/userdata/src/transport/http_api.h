@@ -18,6 +18,13 @@ struct http_api_config {
     unsigned conns_per_ip; /* open connections one client address may hold; 0: no limit */
     const char *openapi;   /* the spec served at /openapi.yaml (NULL: 404) */
     size_t openapi_len;
+    /* Writes that carry a password (argon2id: tens of ms each) run on threads of their own,
+     * "password lanes", while their connection is suspended: a burst of them waits in a
+     * queue instead of holding the HTTP workers, which go on serving everything else.
+     * pw_lanes 0: such writes run on the worker like any other (tests). */
+    unsigned pw_lanes;   /* threads; as many as may hash at once */
+    unsigned pw_queue;   /* writes that may wait for a lane; any more get 503 at once */
+    unsigned pw_wait_ms; /* one that waited longer gets 503 (Retry-After) without running */
 };
 
 struct http_api;
@@ -28,7 +35,8 @@ struct http_api *http_api_start(const struct http_api_config *cfg, struct users 
                                 const struct auth *auth, struct metrics *metrics, char *errstr,
                                 size_t errlen);
 uint16_t http_api_port(const struct http_api *api);
-/* Stops accepting, finishes requests in flight, frees. */
+/* Finishes the writes queued for the password lanes (each gets its answer), then stops
+ * accepting, finishes requests in flight, frees. */
 void http_api_stop(struct http_api *api);
 
 #endif
