@@ -92,7 +92,7 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
         config_string("USERDATA_DB_USER", "userdata", &s->db_user, err, errlen) ||
         config_string("USERDATA_DB_PASSWORD", "", &s->db_password, err, errlen) ||
         config_string("USERDATA_DB_NAME", "userdata", &s->db_name, err, errlen) ||
-        config_int("USERDATA_DB_POOL_SIZE", 0, 0, 256, &s->db_pool, err, errlen) ||
+        config_int("USERDATA_DB_POOL_SIZE", 0, 0, 320, &s->db_pool, err, errlen) ||
         config_int("USERDATA_DB_CONNECT_TIMEOUT_S", 2, 1, 60, &s->db_connect_timeout_s, err,
                    errlen) ||
         config_int("USERDATA_DB_IO_TIMEOUT_S", 5, 1, 300, &s->db_io_timeout_s, err, errlen) ||
@@ -113,7 +113,7 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
                    &s->pwhash_memlimit_kib, err, errlen) ||
         config_int("USERDATA_PWHASH_PARALLEL", 2, 1, 64, &s->pwhash_parallel, err, errlen) ||
         config_int("USERDATA_PWHASH_WAIT_MS", 5000, 1, 60000, &s->pwhash_wait_ms, err, errlen) ||
-        config_int("USERDATA_PWHASH_QUEUE", 64, 0, 4096, &s->pwhash_queue, err, errlen) ||
+        config_int("USERDATA_PWHASH_QUEUE", 64, 1, 4096, &s->pwhash_queue, err, errlen) ||
         config_string("USERDATA_LOG_LEVEL", "info", &s->log_level, err, errlen))
         return -1;
     if (strcmp(s->jwt_alg, "HS256") != 0 && strcmp(s->jwt_alg, "RS256") != 0) {

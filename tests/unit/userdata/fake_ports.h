@@ -29,7 +29,7 @@ struct user_repo fake_repo_port(struct fake_repo *r);
 struct password_hasher fake_hasher_port(void);
 /* The same, counting hashes, and answering PASSWORD_HASHER_BUSY while busy is set. */
 struct fake_hasher {
-    unsigned hashes;
+    _Atomic unsigned hashes;
     bool busy;
     /* While hold is set, a hash waits (counted in started first): a slow hash that the test
      * ends by clearing hold. */

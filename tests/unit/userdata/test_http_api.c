@@ -95,7 +95,10 @@ static void mint_expired(char *out, size_t outlen)
     jwt_free(jwt);
 }
 
-/* The fixture's server config: 2 workers, no password lanes. */
+/* The fixture's server config: 2 workers and, as in production, writes with a password
+ * on a password lane (g_no_lanes: on the worker). */
+static bool g_no_lanes;
+
 static struct http_api_config api_config(unsigned conns_per_ip)
 {
     static const char spec[] = "openapi: 3.1.0\n";
@@ -105,7 +108,10 @@ static struct http_api_config api_config(unsigned conns_per_ip)
                                  .max_body = MAX_BODY,
                                  .conns_per_ip = conns_per_ip,
                                  .openapi = spec,
-                                 .openapi_len = sizeof spec - 1};
+                                 .openapi_len = sizeof spec - 1,
+                                 .pw_lanes = g_no_lanes ? 0 : 1,
+                                 .pw_queue = 8,
+                                 .pw_wait_ms = 60000};
     return hc;
 }
 
@@ -799,6 +805,64 @@ static void a_full_password_queue_is_503_at_once(void **state)
     assert_int_equal(fx->repo.inserts, 2);
 }
 
+static void *stop_main(void *arg);
+
+/* While the server stops, a new write with a password is told so (503 + Retry-After) and
+ * other requests are still served until the queued writes are answered. */
+static void a_password_write_while_stopping_is_503(void **state)
+{
+    struct fixture *fx = *state;
+    struct bg_call a, b;
+    pthread_t stopper;
+    char v[16];
+
+    /* A hashes (held), B fills the queue of 1: until the stop begins, C gets "too many" */
+    restart_with_lanes(fx, 2, 1, 1, 60000);
+    fx->hasher.hold = true;
+    bg_start(&a, fx, "POST", "/api/v1/users", ANA);
+    wait_hashes_started(fx, 1);
+    bg_start(&b, fx, "POST", "/api/v1/users", BEN);
+    wait_queued(fx, 1);
+    assert_int_equal(pthread_create(&stopper, NULL, stop_main, fx), 0);
+    struct reply r = {0};
+    for (int i = 0; i < 200; i++) { /* until the stop has begun */
+        reply_free(&r);
+        r = call(fx, "POST", "/api/v1/users", fx->token_rw, CAI, (size_t)-1, JSON);
+        if (r.body != NULL && strstr(r.body, "stopping") != NULL)
+            break;
+        sleep_ms(10);
+    }
+    assert_problem(&r, 503);
+    assert_non_null(strstr(jstr(&r, "detail"), "the server is stopping"));
+    assert_string_equal(header(&r, "Retry-After", v, sizeof v), "1");
+    reply_free(&r);
+    r = call(fx, "GET", "/healthz", NULL, NULL, 0, NULL);
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+    fx->hasher.hold = false;
+    pthread_join(stopper, NULL);
+    fx->api = NULL; /* stopped */
+    pthread_join(a.thread, NULL);
+    pthread_join(b.thread, NULL);
+    assert_int_equal(a.status, 201);
+    assert_int_equal(b.status, 201);
+    assert_int_equal(fx->repo.inserts, 2);
+}
+
+/* The same service without lanes hashes on the worker: the fixture's other tests run
+ * through a lane, this one runs the basic write paths inline. */
+static void password_writes_without_lanes_run_on_the_worker(void **state)
+{
+    struct fixture *fx = *state;
+    g_no_lanes = true;
+    restart_with_conns_per_ip(fx, 0);
+    g_no_lanes = false;
+    struct reply r = create_ana(fx);
+    reply_free(&r);
+    assert_int_equal(fx->repo.inserts, 1);
+    assert_int_equal(fx->hasher.hashes, 1);
+}
+
 /* A write that waited for a lane longer than pw_wait_ms gets 503 + Retry-After without
  * running (its client may have given up). */
 static void a_password_write_that_waited_too_long_is_503(void **state)
@@ -806,13 +870,13 @@ static void a_password_write_that_waited_too_long_is_503(void **state)
     struct fixture *fx = *state;
     struct bg_call a, b;
 
-    restart_with_lanes(fx, 2, 1, 4, 100);
+    restart_with_lanes(fx, 2, 1, 4, 500);
     fx->hasher.hold = true;
     bg_start(&a, fx, "POST", "/api/v1/users", ANA);
     wait_hashes_started(fx, 1);
     bg_start(&b, fx, "POST", "/api/v1/users", BEN);
     wait_queued(fx, 1);
-    sleep_ms(300); /* B has waited more than 100 ms */
+    sleep_ms(800); /* B has waited more than 500 ms */
     fx->hasher.hold = false;
     pthread_join(a.thread, NULL);
     pthread_join(b.thread, NULL);
@@ -1101,6 +1165,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_password_write_that_waited_too_long_is_503, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(stopping_answers_the_queued_password_writes, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_password_write_while_stopping_is_503, setup, teardown),
+        cmocka_unit_test_setup_teardown(password_writes_without_lanes_run_on_the_worker, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_busy_password_hasher_is_503_with_retry_after, setup,
                                         teardown),

@@ -60,7 +60,8 @@ struct http_api {
     unsigned lane_cap, lane_wait_ms;
     bool lane_stopping;
     pthread_t *lanes;
-    unsigned n_lanes;
+    unsigned n_lanes;       /* asked for; read-only once started */
+    unsigned lanes_running; /* started and not joined yet */
     struct users *users;
     const struct auth *auth;
     size_t max_body;
@@ -376,6 +377,11 @@ static void write_job_free(struct write_job *job)
 {
     if (job == NULL)
         return;
+    /* The plain password (in the body's tree) and the new hash go as the interactor's own
+     * copies do: wiped. */
+    if (job->f.password != NULL)
+        explicit_bzero((char *)job->f.password, strlen(job->f.password));
+    explicit_bzero(&job->user, sizeof job->user);
     cJSON_Delete(job->tree);
     free(job->id);
     free(job);
@@ -402,10 +408,14 @@ static enum MHD_Result queue_write(struct http_api *api, struct MHD_Connection *
     clock_gettime(CLOCK_MONOTONIC, &job->queued_at);
 
     pthread_mutex_lock(&api->lane_mu);
-    if (api->lane_stopping || api->lane_queued >= api->lane_cap) {
+    bool stopping = api->lane_stopping;
+    if (stopping || api->lane_queued >= api->lane_cap) {
         pthread_mutex_unlock(&api->lane_mu);
         write_job_free(job);
-        return send_busy(conn, req);
+        if (!stopping)
+            return send_busy(conn, req);
+        const struct header h[] = {{"Retry-After", "1"}, {NULL, NULL}};
+        return send_problem(conn, req, 503, "the server is stopping; retry shortly", NULL, h);
     }
     /* Suspended before a lane can see the job: a lane resumes only what is suspended. */
     MHD_suspend_connection(conn);
@@ -801,9 +811,9 @@ static void lanes_stop(struct http_api *api)
     api->lane_stopping = true;
     pthread_cond_broadcast(&api->lane_cv);
     pthread_mutex_unlock(&api->lane_mu);
-    for (unsigned i = 0; i < api->n_lanes; i++)
+    for (unsigned i = 0; i < api->lanes_running; i++)
         pthread_join(api->lanes[i], NULL);
-    api->n_lanes = 0;
+    api->lanes_running = 0;
     for (int i = 0; i < 500; i++) {
         pthread_mutex_lock(&api->lane_mu);
         unsigned pending = api->lane_pending;
@@ -828,6 +838,7 @@ static bool lanes_start(struct http_api *api, const struct http_api_config *cfg,
 {
     api->lane_cap = cfg->pw_queue;
     api->lane_wait_ms = cfg->pw_wait_ms;
+    api->n_lanes = cfg->pw_lanes;
     if (cfg->pw_lanes == 0)
         return true;
     api->lanes = calloc(cfg->pw_lanes, sizeof *api->lanes);
@@ -842,7 +853,7 @@ static bool lanes_start(struct http_api *api, const struct http_api_config *cfg,
             lanes_stop(api);
             return false;
         }
-        api->n_lanes++;
+        api->lanes_running++;
     }
     return true;
 }

@@ -35,8 +35,9 @@ struct http_api *http_api_start(const struct http_api_config *cfg, struct users 
                                 const struct auth *auth, struct metrics *metrics, char *errstr,
                                 size_t errlen);
 uint16_t http_api_port(const struct http_api *api);
-/* Finishes the writes queued for the password lanes (each gets its answer), then stops
- * accepting, finishes requests in flight, frees. */
+/* Finishes the writes queued for the password lanes (each gets its answer; meanwhile other
+ * requests are still served, and a new write with a password gets 503 "the server is
+ * stopping" + Retry-After), then stops accepting, finishes requests in flight, frees. */
 void http_api_stop(struct http_api *api);
 
 #endif
