@@ -1141,6 +1141,39 @@ static void one_address_holds_at_most_its_connection_limit(void **state)
     close(held[2]);
 }
 
+/* A client that goes away while its write with a password waits for a lane: the write is
+ * done all the same (as any write whose client leaves; a WARN line says so), nothing is
+ * held or leaked, and the server answers on and stops cleanly. */
+static void a_client_gone_while_its_password_write_waits(void **state)
+{
+    struct fixture *fx = *state;
+    struct bg_call a;
+    char head[2600];
+
+    restart_with_lanes(fx, 2, 1, 4, 60000);
+    fx->hasher.hold = true;
+    bg_start(&a, fx, "POST", "/api/v1/users", ANA);
+    wait_hashes_started(fx, 1);
+    int n = snprintf(head, sizeof head,
+                     "POST /api/v1/users HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                     fx->token_rw, strlen(BEN), BEN);
+    int fd = raw_connect(fx);
+    assert_true(raw_send(fd, head, (size_t)n));
+    wait_queued(fx, 1);
+    close(fd); /* gone before its answer */
+    fx->hasher.hold = false;
+    pthread_join(a.thread, NULL);
+    assert_int_equal(a.status, 201);
+    for (int i = 0; i < 500 && fx->repo.inserts < 2; i++)
+        sleep_ms(10);
+    assert_int_equal(fx->repo.inserts, 2);
+    wait_queued(fx, 0);
+    struct reply r = call(fx, "POST", "/api/v1/users", fx->token_rw, CAI, (size_t)-1, JSON);
+    assert_int_equal(r.status, 201);
+    reply_free(&r);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -1167,6 +1200,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(stopping_answers_the_queued_password_writes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_password_write_while_stopping_is_503, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_client_gone_while_its_password_write_waits, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(password_writes_without_lanes_run_on_the_worker, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_busy_password_hasher_is_503_with_retry_after, setup,

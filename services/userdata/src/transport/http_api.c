@@ -44,6 +44,7 @@ struct write_job {
     bool is_patch;
     struct timespec queued_at;
     /* the lane's answer, read by the worker once the connection is resumed */
+    bool done;
     enum users_result result;
     struct user user;
     struct field_errors errs;
@@ -459,6 +460,7 @@ static void *lane_main(void *arg)
         else
             job->result = run_write(api->users, job->id, job->is_patch, &job->f, &job->pre,
                                     &job->user, &job->errs);
+        job->done = true;
         /* The worker handed the connection answers it and frees the job: not ours now. */
         MHD_resume_connection(job->conn);
         pthread_mutex_lock(&api->lane_mu);
@@ -741,6 +743,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
     if (req == NULL)
         return;
+    if (req->job != NULL && req->status == 0 && req->job->done)
+        /* The client went away while its write waited for a lane or ran: the write was
+         * done (or refused) all the same, and nobody read the answer. */
+        log_write(LOG_WARN, "client went away before the answer to its write", "method",
+                  req->method, "path", req->path, "write",
+                  req->job->result == USERS_OK ? "done" : "not done", NULL);
     double secs = seconds_since(&req->start);
     size_t slot = N_TRACKED;
     for (size_t i = 0; i < N_TRACKED; i++) {
