@@ -747,6 +747,30 @@ static void wait_queued(struct fixture *fx, unsigned n)
 #define BEN "{\"username\":\"ben\",\"email\":\"ben@example.com\",\"password\":\"pass word 2\"}"
 #define CAI "{\"username\":\"cai\",\"email\":\"cai@example.com\",\"password\":\"pass word 3\"}"
 
+/* Restarts the server with one password lane, then A's create holds that lane (its hash
+ * held) and B's create (b may be NULL: none) waits in the queue behind it. */
+static void lane_held(struct fixture *fx, unsigned threads, unsigned queue, unsigned wait_ms,
+                      struct bg_call *a, struct bg_call *b)
+{
+    restart_with_lanes(fx, threads, 1, queue, wait_ms);
+    fx->hasher.hold = true;
+    bg_start(a, fx, "POST", "/api/v1/users", ANA);
+    wait_hashes_started(fx, 1);
+    if (b != NULL) {
+        bg_start(b, fx, "POST", "/api/v1/users", BEN);
+        wait_queued(fx, 1);
+    }
+}
+
+/* Lets the held hash go and waits for A's and B's answers. */
+static void lane_release(struct fixture *fx, struct bg_call *a, struct bg_call *b)
+{
+    fx->hasher.hold = false;
+    pthread_join(a->thread, NULL);
+    if (b != NULL)
+        pthread_join(b->thread, NULL);
+}
+
 /* Writes with a password wait for a password lane, not on an HTTP worker: with ONE worker
  * and the hash held, reads and other requests are still answered (without the lanes they
  * would wait behind the hash and time out). */
@@ -755,12 +779,7 @@ static void password_writes_do_not_hold_the_http_workers(void **state)
     struct fixture *fx = *state;
     struct bg_call a, b;
 
-    restart_with_lanes(fx, 1, 1, 8, 60000);
-    fx->hasher.hold = true;
-    bg_start(&a, fx, "POST", "/api/v1/users", ANA);
-    wait_hashes_started(fx, 1);
-    bg_start(&b, fx, "POST", "/api/v1/users", BEN);
-    wait_queued(fx, 1); /* B waits for the lane A holds */
+    lane_held(fx, 1, 8, 60000, &a, &b);
     struct reply r = call(fx, "GET", "/api/v1/users", fx->token_ro, NULL, 0, NULL);
     assert_int_equal(r.status, 200);
     reply_free(&r);
@@ -769,9 +788,7 @@ static void password_writes_do_not_hold_the_http_workers(void **state)
     reply_free(&r);
     assert_int_equal(fx->repo.inserts, 0);
 
-    fx->hasher.hold = false;
-    pthread_join(a.thread, NULL);
-    pthread_join(b.thread, NULL);
+    lane_release(fx, &a, &b);
     assert_int_equal(a.status, 201);
     assert_int_equal(b.status, 201);
     assert_int_equal(fx->repo.inserts, 2);
@@ -786,20 +803,13 @@ static void a_full_password_queue_is_503_at_once(void **state)
     struct bg_call a, b;
     char v[16];
 
-    restart_with_lanes(fx, 2, 1, 1, 60000);
-    fx->hasher.hold = true;
-    bg_start(&a, fx, "POST", "/api/v1/users", ANA);
-    wait_hashes_started(fx, 1);
-    bg_start(&b, fx, "POST", "/api/v1/users", BEN);
-    wait_queued(fx, 1);
+    lane_held(fx, 2, 1, 60000, &a, &b);
     struct reply r = call(fx, "POST", "/api/v1/users", fx->token_rw, CAI, (size_t)-1, JSON);
     assert_problem(&r, 503);
     assert_string_equal(header(&r, "Retry-After", v, sizeof v), "1");
     reply_free(&r);
 
-    fx->hasher.hold = false;
-    pthread_join(a.thread, NULL);
-    pthread_join(b.thread, NULL);
+    lane_release(fx, &a, &b);
     assert_int_equal(a.status, 201);
     assert_int_equal(b.status, 201);
     assert_int_equal(fx->repo.inserts, 2);
@@ -817,12 +827,7 @@ static void a_password_write_while_stopping_is_503(void **state)
     char v[16];
 
     /* A hashes (held), B fills the queue of 1: until the stop begins, C gets "too many" */
-    restart_with_lanes(fx, 2, 1, 1, 60000);
-    fx->hasher.hold = true;
-    bg_start(&a, fx, "POST", "/api/v1/users", ANA);
-    wait_hashes_started(fx, 1);
-    bg_start(&b, fx, "POST", "/api/v1/users", BEN);
-    wait_queued(fx, 1);
+    lane_held(fx, 2, 1, 60000, &a, &b);
     assert_int_equal(pthread_create(&stopper, NULL, stop_main, fx), 0);
     struct reply r = {0};
     for (int i = 0; i < 200; i++) { /* until the stop has begun */
@@ -839,11 +844,9 @@ static void a_password_write_while_stopping_is_503(void **state)
     r = call(fx, "GET", "/healthz", NULL, NULL, 0, NULL);
     assert_int_equal(r.status, 200);
     reply_free(&r);
-    fx->hasher.hold = false;
+    lane_release(fx, &a, &b); /* answered before the stop ends */
     pthread_join(stopper, NULL);
     fx->api = NULL; /* stopped */
-    pthread_join(a.thread, NULL);
-    pthread_join(b.thread, NULL);
     assert_int_equal(a.status, 201);
     assert_int_equal(b.status, 201);
     assert_int_equal(fx->repo.inserts, 2);
@@ -870,16 +873,9 @@ static void a_password_write_that_waited_too_long_is_503(void **state)
     struct fixture *fx = *state;
     struct bg_call a, b;
 
-    restart_with_lanes(fx, 2, 1, 4, 500);
-    fx->hasher.hold = true;
-    bg_start(&a, fx, "POST", "/api/v1/users", ANA);
-    wait_hashes_started(fx, 1);
-    bg_start(&b, fx, "POST", "/api/v1/users", BEN);
-    wait_queued(fx, 1);
+    lane_held(fx, 2, 4, 500, &a, &b);
     sleep_ms(800); /* B has waited more than 500 ms */
-    fx->hasher.hold = false;
-    pthread_join(a.thread, NULL);
-    pthread_join(b.thread, NULL);
+    lane_release(fx, &a, &b);
     assert_int_equal(a.status, 201);
     assert_int_equal(b.status, 503);
     assert_string_equal(b.retry_after, "1");
@@ -901,19 +897,13 @@ static void stopping_answers_the_queued_password_writes(void **state)
     struct bg_call a, b;
     pthread_t stopper;
 
-    restart_with_lanes(fx, 2, 1, 4, 60000);
-    fx->hasher.hold = true;
-    bg_start(&a, fx, "POST", "/api/v1/users", ANA);
-    wait_hashes_started(fx, 1);
-    bg_start(&b, fx, "POST", "/api/v1/users", BEN);
-    wait_queued(fx, 1);
+    lane_held(fx, 2, 4, 60000, &a, &b);
     assert_int_equal(pthread_create(&stopper, NULL, stop_main, fx), 0);
     sleep_ms(100); /* the stop waits for the lane */
     fx->hasher.hold = false;
     pthread_join(stopper, NULL);
     fx->api = NULL; /* stopped */
-    pthread_join(a.thread, NULL);
-    pthread_join(b.thread, NULL);
+    lane_release(fx, &a, &b);
     assert_int_equal(a.status, 201);
     assert_int_equal(b.status, 201);
     assert_int_equal(fx->repo.inserts, 2);
@@ -1150,10 +1140,7 @@ static void a_client_gone_while_its_password_write_waits(void **state)
     struct bg_call a;
     char head[2600];
 
-    restart_with_lanes(fx, 2, 1, 4, 60000);
-    fx->hasher.hold = true;
-    bg_start(&a, fx, "POST", "/api/v1/users", ANA);
-    wait_hashes_started(fx, 1);
+    lane_held(fx, 2, 4, 60000, &a, NULL);
     int n = snprintf(head, sizeof head,
                      "POST /api/v1/users HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
@@ -1162,8 +1149,7 @@ static void a_client_gone_while_its_password_write_waits(void **state)
     assert_true(raw_send(fd, head, (size_t)n));
     wait_queued(fx, 1);
     close(fd); /* gone before its answer */
-    fx->hasher.hold = false;
-    pthread_join(a.thread, NULL);
+    lane_release(fx, &a, NULL);
     assert_int_equal(a.status, 201);
     for (int i = 0; i < 500 && fx->repo.inserts < 2; i++)
         sleep_ms(10);
