@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <mysql.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -31,6 +32,23 @@
 #ifndef PUSH_EMAIL_MIGRATIONS_DIR
 #error "PUSH_EMAIL_MIGRATIONS_DIR must be defined by the build"
 #endif
+
+/* calloc is wrapped (-Wl,--wrap=calloc, CMakeLists.txt) for the code linked statically into
+ * this test, the delivery log's included: while g_fail_calloc > 0, that many calls from the
+ * thread g_fail_thread return NULL (out of memory). */
+void *__real_calloc(size_t n, size_t size);
+static int g_fail_calloc;
+static pthread_t g_fail_thread;
+
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size)
+{
+    if (g_fail_calloc > 0 && pthread_equal(pthread_self(), g_fail_thread)) {
+        g_fail_calloc--;
+        return NULL;
+    }
+    return __real_calloc(n, size);
+}
 
 static struct db_config cfg;
 static char database[64];
@@ -623,6 +641,57 @@ static void test_server_down_is_unavailable_fast_then_recovers(void **state)
     assert_int_equal(st, DELIVERY_SENT);
 }
 
+/* Out of memory while the server is down: the first mark that cannot be allocated takes the
+ * spare set aside at start, is kept and committed once the server is back (before, it had
+ * to be written at once, failed, and its email would have been sent again); a second one
+ * while the spare is in use is UNAVAILABLE. The spare is used again after its commit. */
+static void test_a_mark_made_out_of_memory_is_kept_in_the_spare(void **state)
+{
+    const char *k1 = "1:bin.000007:1:0:welcome:oom1@example.org";
+    const char *k2 = "1:bin.000007:2:0:welcome:oom2@example.org";
+    const char *k3 = "1:bin.000007:3:0:welcome:oom3@example.org";
+    enum delivery_state st = DELIVERY_PENDING;
+    (void)state;
+
+    if (ctl == NULL || ctl[0] == '\0') {
+        fail_msg("TEST_DB_CTL is not set (eval \"$(scripts/lib/test-mariadb.sh env)\")");
+    }
+    assert_int_equal(port.ops->flush(port.self, 10000), DELIVERY_LOG_OK);
+    int lock = db_lock();
+    assert_true(lock >= 0);
+    if (db_ctl("stop") != 0) {
+        close(lock);
+        fail_msg("could not stop the test database");
+    }
+    g_fail_thread = pthread_self();
+    g_fail_calloc = 2;
+    enum delivery_log_err m1 = port.ops->mark_sent(port.self, k1, "welcome", "oom1@example.org");
+    enum delivery_log_err m2 = port.ops->mark_sent(port.self, k2, "welcome", "oom2@example.org");
+    int left = g_fail_calloc;
+    g_fail_calloc = 0;
+    enum delivery_log_err seen = port.ops->begin(port.self, k1, "welcome", "oom1@example.org", &st);
+    int started = db_ctl("start");
+    close(lock);
+    assert_int_equal(started, 0);
+    assert_int_equal(left, 0); /* both allocations failed */
+    assert_int_equal(m1, DELIVERY_LOG_OK);
+    assert_int_equal(seen, DELIVERY_LOG_OK);
+    assert_int_equal(st, DELIVERY_SENT);
+    assert_int_equal(m2, DELIVERY_LOG_UNAVAILABLE);
+    assert_int_equal(port.ops->flush(port.self, 15000), DELIVERY_LOG_OK);
+    assert_int_equal(count_sent("oom1@example.org"), 1);
+    assert_int_equal(count_sent("oom2@example.org"), 0);
+    /* Committed: the spare is free again. */
+    g_fail_calloc = 1;
+    enum delivery_log_err m3 = port.ops->mark_sent(port.self, k3, "welcome", "oom3@example.org");
+    left = g_fail_calloc;
+    g_fail_calloc = 0;
+    assert_int_equal(left, 0);
+    assert_int_equal(m3, DELIVERY_LOG_OK);
+    assert_int_equal(port.ops->flush(port.self, 10000), DELIVERY_LOG_OK);
+    assert_int_equal(count_sent("oom3@example.org"), 1);
+}
+
 /* The pid of the test server, from `test-mariadb.sh status` ("running: pid N, ..."). */
 static pid_t db_pid(void)
 {
@@ -749,6 +818,7 @@ int main(void)
         cmocka_unit_test(test_prefetch_during_a_commit_still_says_sent),
         cmocka_unit_test(test_long_key_and_utf8_recipient_are_stored),
         cmocka_unit_test(test_server_down_is_unavailable_fast_then_recovers),
+        cmocka_unit_test(test_a_mark_made_out_of_memory_is_kept_in_the_spare),
         cmocka_unit_test(test_a_silent_server_leaves_the_mark_to_the_writer),
     };
     return cmocka_run_group_tests_name("mariadb_delivery_log", tests, group_setup, group_teardown);

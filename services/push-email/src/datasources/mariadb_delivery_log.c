@@ -163,6 +163,10 @@ struct mariadb_delivery_log {
     bool stop;
     bool writer_started;
     pthread_t writer_thread;
+    /* One mark set aside at start for when calloc fails: without it, a mark that cannot be
+     * kept in memory must be written at once, and if the server is away then, its email
+     * would be sent again. spare is NULL while spare_block is in use (guarded by mu). */
+    struct mark *spare_block, *spare;
 };
 
 /* Outcome of one attempt of an operation. */
@@ -703,6 +707,35 @@ static struct step op_sent(struct conn *c, struct args *a)
     return exec_stmt(c, ST_SENT, "mark_sent", p);
 }
 
+/* A zeroed mark: calloc's, or the spare when calloc fails (NULL when that is in use too). */
+static struct mark *mark_new(struct mariadb_delivery_log *l)
+{
+    struct mark *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        pthread_mutex_lock(&l->mu);
+        m = l->spare;
+        l->spare = NULL;
+        pthread_mutex_unlock(&l->mu);
+        if (m != NULL) {
+            memset(m, 0, sizeof *m);
+            log_write(LOG_WARN, "delivery log: out of memory; a mark uses the spare", NULL);
+        }
+    }
+    return m;
+}
+
+/* Wipes m (it held an address) and frees it, or puts it back when it is the spare. The
+ * caller holds mu. */
+static void mark_release_locked(struct mariadb_delivery_log *l, struct mark *m)
+{
+    explicit_bzero(m, sizeof *m);
+    if (m == l->spare_block) {
+        l->spare = m;
+    } else {
+        free(m);
+    }
+}
+
 /* Appends m to the writer's queue and wakes it. Caller holds l->mu. */
 static void enqueue_locked(struct mariadb_delivery_log *l, struct mark *m)
 {
@@ -806,9 +839,8 @@ static int direct_complete(struct mariadb_delivery_log *l, int timeout_ms)
         l->durable = m->ticket;
     }
     pthread_cond_broadcast(&l->progress);
+    mark_release_locked(l, m);
     pthread_mutex_unlock(&l->mu);
-    explicit_bzero(m, sizeof *m); /* it held an address */
-    free(m);
     return 0;
 }
 
@@ -819,10 +851,11 @@ static enum delivery_log_err log_mark_sent(void *self, const char *key, const ch
     struct args a;
 
     args_init(&a, key, kind, recipient);
-    struct mark *m = calloc(1, sizeof *m);
+    struct mark *m = mark_new(l);
     if (m == NULL) {
-        /* No memory for the queue: write it here, after the marks before it. The cache
-         * says SENT only once it is recorded (else a retry would skip it unrecorded). */
+        /* No memory for the queue, and the spare in use: write it here, after the marks
+         * before it. The cache says SENT only once it is recorded (else a retry would skip
+         * it unrecorded). */
         if (log_flush(l, FREE_FLUSH_MS) != DELIVERY_LOG_OK) {
             return DELIVERY_LOG_UNAVAILABLE;
         }
@@ -1043,8 +1076,7 @@ static void *writer_main(void *arg)
                 struct mark *m = l->inflight;
                 l->inflight = m->next;
                 last = m->ticket;
-                explicit_bzero(m, sizeof *m); /* it held an address */
-                free(m);
+                mark_release_locked(l, m);
             }
             l->durable = last;
             backoff = 0;
@@ -1096,12 +1128,14 @@ struct mariadb_delivery_log *mariadb_delivery_log_new(const struct db_config *cf
     pthread_cond_init(&l->progress, &monotonic);
     pthread_condattr_destroy(&monotonic);
     l->queued_tail = &l->queued;
+    l->spare_block = l->spare = calloc(1, sizeof *l->spare);
     l->cfg = *cfg;
     l->host = dup_or_empty(cfg->host);
     l->user = dup_or_empty(cfg->user);
     l->password = dup_or_empty(cfg->password);
     l->database = dup_or_empty(cfg->database);
-    if (l->host == NULL || l->user == NULL || l->password == NULL || l->database == NULL) {
+    if (l->host == NULL || l->user == NULL || l->password == NULL || l->database == NULL ||
+        l->spare_block == NULL) {
         mariadb_delivery_log_free(l);
         return NULL;
     }
@@ -1150,10 +1184,10 @@ void mariadb_delivery_log_free(struct mariadb_delivery_log *l)
         while (left[i] != NULL) {
             struct mark *m = left[i];
             left[i] = m->next;
-            explicit_bzero(m, sizeof *m);
-            free(m);
+            mark_release_locked(l, m); /* no other thread is left */
         }
     }
+    free(l->spare_block);
     conn_close(&l->caller);
     conn_close(&l->writer);
     conn_close(&l->direct);
