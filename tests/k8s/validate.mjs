@@ -16,6 +16,7 @@
 //    requests and limits; long-running ones have readiness and liveness probes; userdata
 //    and push-email have a read-only root and probe /readyz and /healthz on 8080/8081;
 //    selectors match pod labels; every referenced ConfigMap/Secret (and key) is rendered,
+//    and its mounted files are readable by the container's non-root user (mode, fsGroup),
 //    except Secrets listed with --external-secret (created outside git in prod).
 // With --connector-config DIR, instead checks that the rendered ConfigMaps hold every
 // connector JSON of DIR (and register.sh, debezium-user.sql) byte for byte, and that the
@@ -278,7 +279,29 @@ function checkRefs(obj, spec) {
             const known = (spec.volumes || []).some((v) => v.name === m.name) ||
                 (obj.kind === 'StatefulSet' && (obj.spec.volumeClaimTemplates || []).some((t) => t.metadata?.name === m.name));
             if (!known) fail(obj, `${c.name}: volumeMount ${m.name} has no volume`);
+            const v = (spec.volumes || []).find((x) => x.name === m.name);
+            if (v) checkReadable(obj, spec, c, v);
         }
+    }
+}
+
+// Secret and ConfigMap files are owned by root (uid 0); with a pod fsGroup their group is
+// that gid. A non-root container can read one only through the "other" bits, or the group
+// bits with fsGroup set (kubernetes/kubernetes#57923): 0440 without fsGroup is unreadable.
+function checkReadable(obj, spec, c, v) {
+    const src = v.secret || v.configMap;
+    if (!src) return;
+    const uid = c.securityContext?.runAsUser ?? spec.securityContext?.runAsUser;
+    if (uid === 0) return;
+    const fsGroup = spec.securityContext?.fsGroup;
+    const dflt = src.defaultMode ?? 0o644;
+    const modes = (src.items || []).map((it) => [it.path, it.mode ?? dflt]);
+    if (modes.length === 0) modes.push(['*', dflt]);
+    for (const [file, mode] of modes) {
+        const readable = (mode & 0o004) !== 0 || ((mode & 0o040) !== 0 && Number.isInteger(fsGroup));
+        if (!readable)
+            fail(obj, `${c.name}: volume ${v.name} file ${file} has mode 0${mode.toString(8)} and the pod has ` +
+                `${Number.isInteger(fsGroup) ? `fsGroup ${fsGroup}` : 'no fsGroup'}: uid ${uid} cannot read it`);
     }
 }
 
