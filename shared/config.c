@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* A secret file larger than this is a mistake (a key file is a few KiB at most). */
@@ -313,6 +314,28 @@ int config_check_dir(const char *name, const char *path, char *errstr, size_t er
         return -1;
     }
     (void)closedir(d);
+    return 0;
+}
+
+int config_check_file(const char *name, const char *path, char *errstr, size_t errlen)
+{
+    struct stat st;
+    int fd = path != NULL ? open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) : -1;
+    const char *why = path == NULL ? "no path" : NULL;
+
+    if (fd < 0 && why == NULL)
+        why = strerror(errno);
+    else if (fd >= 0 && fstat(fd, &st) != 0)
+        why = strerror(errno);
+    else if (fd >= 0 && !S_ISREG(st.st_mode))
+        why = "not a regular file";
+    if (fd >= 0)
+        (void)close(fd);
+    if (why != NULL) {
+        config_err(errstr, errlen, "%s: cannot read %s: %s", name, path != NULL ? path : "(unset)",
+                   why);
+        return -1;
+    }
     return 0;
 }
 

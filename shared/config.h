@@ -31,6 +31,9 @@ int config_bool(const char *name, bool def, bool *out, char *errstr, size_t errl
 /* Checks that path (the value of variable `name`) is a directory this process can list.
  * Returns 0, or -1 with "NAME: cannot open directory PATH: reason" in errstr. */
 int config_check_dir(const char *name, const char *path, char *errstr, size_t errlen);
+/* Checks that path (the value of variable `name`) is a regular file this process can read.
+ * Returns 0, or -1 with "NAME: cannot read PATH: reason" in errstr. */
+int config_check_file(const char *name, const char *path, char *errstr, size_t errlen);
 /* Reads a whole file (at most max_bytes) into a malloc'd NUL-terminated buffer.
  * Caller frees *out. */
 int config_read_file(const char *path, size_t max_bytes, char **out, size_t *len, char *errstr,

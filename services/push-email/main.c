@@ -122,6 +122,32 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
         snprintf(err, errlen, "PUSH_EMAIL_FROM: must be an email address");
         return -1;
     }
+    /* Empty Kafka settings would fail only later (after the database wait) or never. */
+    const struct {
+        const char *name, *value;
+    } kafka[] = {{"PUSH_EMAIL_KAFKA_BROKERS", s->brokers},
+                 {"PUSH_EMAIL_GROUP_ID", s->group_id},
+                 {"PUSH_EMAIL_TOPIC", s->topic},
+                 {"PUSH_EMAIL_DLQ_TOPIC", s->dlq_topic}};
+    for (size_t i = 0; i < sizeof kafka / sizeof kafka[0]; i++) {
+        if (kafka[i].value[strspn(kafka[i].value, " \t")] == '\0') {
+            snprintf(err, errlen, "%s: must not be empty", kafka[i].name);
+            return -1;
+        }
+    }
+    if (strcmp(s->topic, s->dlq_topic) == 0) {
+        snprintf(err, errlen, "PUSH_EMAIL_DLQ_TOPIC: must differ from PUSH_EMAIL_TOPIC");
+        return -1;
+    }
+    if (strncmp(s->smtp_url, "smtp://", 7) != 0 && strncmp(s->smtp_url, "smtps://", 8) != 0) {
+        snprintf(err, errlen, "PUSH_EMAIL_SMTP_URL: must start with smtp:// or smtps://");
+        return -1;
+    }
+    /* A CA file that cannot be read would make every send a transient failure, retried
+     * for ever. */
+    if (s->smtp_ca_file != NULL &&
+        config_check_file("PUSH_EMAIL_SMTP_CA_FILE", s->smtp_ca_file, err, errlen) != 0)
+        return -1;
     if (s->retry_max_ms < s->retry_base_ms) {
         snprintf(err, errlen,
                  "PUSH_EMAIL_RETRY_MAX_MS: must not be below PUSH_EMAIL_RETRY_BASE_MS");
@@ -246,8 +272,8 @@ int main(int argc, char **argv)
     };
     smtp = smtp_sender_new(&sc, err, sizeof err);
     if (smtp == NULL) {
-        fprintf(stderr, "push-email: PUSH_EMAIL_SMTP_URL: %s\n", err);
-        rc = 2;
+        /* The settings were checked: what is left is libcurl or memory. */
+        log_write(LOG_ERROR, "cannot set up the SMTP client", "error", err, NULL);
         goto out;
     }
     const char *domain = s.message_id_domain ? s.message_id_domain : s.from;

@@ -71,6 +71,26 @@ expect_2 "a database name that is not an identifier" "PUSH_EMAIL_DB_NAME: must b
 expect_2 "a migrations directory that is not there" \
     "PUSH_EMAIL_MIGRATIONS_DIR: cannot open directory /nonexistent/m" \
     PUSH_EMAIL_MIGRATIONS_DIR=/nonexistent/m
+expect_2 "a CA file that is not there" \
+    "PUSH_EMAIL_SMTP_CA_FILE: cannot read /nonexistent/ca.pem: No such file or directory" \
+    PUSH_EMAIL_SMTP_CA_FILE=/nonexistent/ca.pem
+expect_2 "a directory as the CA file" "PUSH_EMAIL_SMTP_CA_FILE: cannot read $WORK: not a regular file" \
+    PUSH_EMAIL_SMTP_CA_FILE="$WORK"
+expect_2 "an SMTP URL of another scheme" "PUSH_EMAIL_SMTP_URL: must start with smtp:// or smtps://" \
+    PUSH_EMAIL_SMTP_URL=http://127.0.0.1:1025
+expect_2 "no Kafka brokers" "PUSH_EMAIL_KAFKA_BROKERS: must not be empty" PUSH_EMAIL_KAFKA_BROKERS=
+expect_2 "a blank group id" "PUSH_EMAIL_GROUP_ID: must not be empty" "PUSH_EMAIL_GROUP_ID=  "
+expect_2 "no topic" "PUSH_EMAIL_TOPIC: must not be empty" PUSH_EMAIL_TOPIC=
+expect_2 "the DLQ as the topic" "PUSH_EMAIL_DLQ_TOPIC: must differ from PUSH_EMAIL_TOPIC" \
+    PUSH_EMAIL_DLQ_TOPIC=cdc.info-user
+printf -- '-----BEGIN CERTIFICATE-----\n' > "$WORK/ca.pem"
+out=$(env "${base[@]}" PUSH_EMAIL_SMTP_CA_FILE="$WORK/ca.pem" timeout 30 "$BIN" 2>&1 >/dev/null)
+rc=$?
+if [[ $rc -eq 1 ]]; then
+    ok "a readable CA file passes the check (then no database: exit 1)"
+else
+    bad "a readable CA file: want exit 1 (no database), got $rc: $out"
+fi
 
 # A migration file no retry can mend (a bad name) fails at once, not after the database
 # wait: exit 1 within seconds though PUSH_EMAIL_DB_WAIT_S is 60.

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #define VAR      "TCFG_VALUE"
 #define VAR_FILE "TCFG_VALUE_FILE"
@@ -343,6 +344,28 @@ static void read_file_large_and_empty(void **state)
     free(out);
 }
 
+static void check_file_wants_a_readable_regular_file(void **state)
+{
+    char err[256];
+    char want[256];
+
+    (void)state;
+    write_tmp("-----BEGIN CERTIFICATE-----\n", 28);
+    assert_int_equal(config_check_file("CA", tmp_path, err, sizeof(err)), 0);
+    assert_int_equal(config_check_file("CA", "/nonexistent/ca.pem", err, sizeof(err)), -1);
+    assert_string_equal(err, "CA: cannot read /nonexistent/ca.pem: No such file or directory");
+    assert_int_equal(config_check_file("CA", "/tmp", err, sizeof(err)), -1);
+    assert_string_equal(err, "CA: cannot read /tmp: not a regular file");
+    assert_int_equal(config_check_file("CA", NULL, err, sizeof(err)), -1);
+    assert_string_equal(err, "CA: cannot read (unset): no path");
+    if (geteuid() != 0) { /* root reads a 0000 file all the same */
+        assert_int_equal(chmod(tmp_path, 0), 0);
+        snprintf(want, sizeof(want), "CA: cannot read %s: Permission denied", tmp_path);
+        assert_int_equal(config_check_file("CA", tmp_path, err, sizeof(err)), -1);
+        assert_string_equal(err, want);
+    }
+}
+
 static void error_message_cut_safely(void **state)
 {
     char err[8];
@@ -375,6 +398,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(typed_values_come_from_file_too, setup, teardown),
         cmocka_unit_test_setup_teardown(read_file_size_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(read_file_large_and_empty, setup, teardown),
+        cmocka_unit_test_setup_teardown(check_file_wants_a_readable_regular_file, setup, teardown),
         cmocka_unit_test_setup_teardown(error_message_cut_safely, setup, teardown),
     };
 
