@@ -90,6 +90,8 @@ static int server_start_on(struct server *s, unsigned short port, int flags)
     argv[n++] = "nobody@example.org";
     argv[n++] = "--reject451";
     argv[n++] = "busy@example.org";
+    argv[n++] = "--relay-denied";
+    argv[n++] = "far@elsewhere.example";
     argv[n++] = "--reject-sender";
     argv[n++] = "blocked@example.org";
     argv[n++] = "--reject552-sender";
@@ -397,6 +399,14 @@ static void test_550_recipient_is_permanent_and_451_transient(void **state)
     }
     assert_int_equal(send_to(f->snd, "busy@example.org", f->err, sizeof f->err), MAIL_TRANSIENT);
     if (strncmp(f->err, "451", 3) != 0) {
+        fail_msg("reason: %s", f->err);
+    }
+    /* A recipient the relay will not relay to for us (no AUTH, say): the relay's setup,
+     * the same for every recipient, so transient; a `failed` mark could not be undone
+     * once the relay is fixed. */
+    assert_int_equal(send_to(f->snd, "far@elsewhere.example", f->err, sizeof f->err),
+                     MAIL_TRANSIENT);
+    if (strcmp(f->err, "554 5.7.1 <far@elsewhere.example>: Relay access denied") != 0) {
         fail_msg("reason: %s", f->err);
     }
     /* The same sender goes on working after refusals. */

@@ -70,6 +70,7 @@
  * logged: verbose output stays off, and we send no command text to err or the log. */
 #include "datasources/smtp_sender.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -226,12 +227,30 @@ static int is_socket_error(CURLcode rc)
     return rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING;
 }
 
+/* A 5xx to RCPT TO that refuses to relay for us, or wants us authenticated ("554 5.7.1
+ * <x>: Relay access denied", "550 relay not permitted", "550 5.7.1 ... Relaying denied",
+ * "550 5.7.57 Client not authenticated"): the relay refuses every recipient alike until it
+ * is set up right, so it is about us, not this recipient. */
+static int refuses_relaying_for_us(const char *reply)
+{
+    char lower[REPLY_MAX];
+    size_t i;
+
+    for (i = 0; reply[i] != '\0' && i < sizeof lower - 1; i++) {
+        lower[i] = (char)tolower((unsigned char)reply[i]);
+    }
+    lower[i] = '\0';
+    return strstr(lower, "relay") != NULL || strstr(lower, "authenticat") != NULL;
+}
+
 /* A 5xx is this email's for good only where it answers this email: its recipient (RCPT
  * TO), the DATA command (no valid recipient), its end of data (the content refused), or
  * 552 (too big) to MAIL FROM. A 5xx to the greeting, EHLO/HELO, STARTTLS or otherwise to
- * MAIL FROM refuses us, the same for every email: transient (pause, alert, retry), never
- * a `failed` mark that a fixed relay could not undo. */
-static enum mail_result map_result(CURLcode rc, long code, const char *errbuf, int data_handed)
+ * MAIL FROM, or one to RCPT TO that refuses to relay for us, refuses us, the same for
+ * every email: transient (pause, alert, retry), never a `failed` mark that a fixed relay
+ * could not undo. */
+static enum mail_result map_result(CURLcode rc, long code, const char *errbuf, const char *reply,
+                                   int data_handed)
 {
     if (rc == CURLE_OK) {
         return MAIL_SENT;
@@ -239,8 +258,11 @@ static enum mail_result map_result(CURLcode rc, long code, const char *errbuf, i
     if (rc == CURLE_LOGIN_DENIED || is_auth_reply(code) || code < 500 || code > 599) {
         return MAIL_TRANSIENT; /* 4xx, network, TLS, timeouts, anything unknown */
     }
-    if (strncmp(errbuf, "RCPT failed", 11) == 0 || strncmp(errbuf, "DATA failed", 11) == 0 ||
-        data_handed || (code == 552 && strncmp(errbuf, "MAIL failed", 11) == 0)) {
+    if (strncmp(errbuf, "RCPT failed", 11) == 0) {
+        return refuses_relaying_for_us(reply) ? MAIL_TRANSIENT : MAIL_PERMANENT;
+    }
+    if (strncmp(errbuf, "DATA failed", 11) == 0 || data_handed ||
+        (code == 552 && strncmp(errbuf, "MAIL failed", 11) == 0)) {
         return MAIL_PERMANENT;
     }
     return MAIL_TRANSIENT;
@@ -336,7 +358,7 @@ static enum mail_result smtp_send(void *self, const char *from, const char *to, 
         snprintf(err, errlen, "abandoned: stopping, and the server had not answered");
         return MAIL_TRANSIENT;
     }
-    res = map_result(rc, code, s->errbuf, handed);
+    res = map_result(rc, code, s->errbuf, s->reply, handed);
     if (res != MAIL_SENT) {
         if (s->reply[0] != '\0' && code >= 400) {
             snprintf(err, errlen, "%s", s->reply);
