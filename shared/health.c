@@ -14,8 +14,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
-/* One thread per connection: a slow ready() (a database ping) then delays only that
- * probe, never /healthz. Probes are few; the limits in health.h keep it bounded. */
+/* One thread per connection: a slow check (a database ping) then delays only that probe,
+ * never another one. Probes are few; the limits in health.h keep it bounded. */
 #define HEALTH_REASON_MAX 256
 
 #define HEALTH_JSON "application/json"
@@ -24,9 +24,8 @@
 struct health_server {
     struct MHD_Daemon *daemon;
     uint16_t port;
-    struct metrics *metrics; /* not owned */
-    health_ready_fn ready;
-    void *ready_ctx; /* not owned */
+    struct metrics *metrics;     /* not owned */
+    struct health_checks checks; /* ctx not owned */
 };
 
 static void health_err(char *errstr, size_t errlen, const char *fmt, ...)
@@ -85,18 +84,20 @@ out:
     return ret;
 }
 
-static enum MHD_Result health_readyz(const struct health_server *h, struct MHD_Connection *conn)
+/* /healthz or /readyz: 200 when check is NULL or passes, else 503 with its reason. */
+static enum MHD_Result health_check(const struct health_server *h, health_check_fn check,
+                                    const char *fallback, struct MHD_Connection *conn)
 {
     char why[HEALTH_REASON_MAX];
     char escaped[HEALTH_REASON_MAX * 6 + 1];
     char body[sizeof(escaped) + 64];
 
     memset(why, 0, sizeof(why));
-    if (h->ready == NULL || h->ready(h->ready_ctx, why, sizeof(why)))
+    if (check == NULL || check(h->checks.ctx, why, sizeof(why)))
         return health_reply(conn, MHD_HTTP_OK, HEALTH_JSON, "{\"status\":\"ok\"}", false, NULL);
-    why[sizeof(why) - 1] = '\0'; /* ready() may have filled it without a NUL */
+    why[sizeof(why) - 1] = '\0'; /* the check may have filled it without a NUL */
     if (why[0] == '\0')
-        (void)snprintf(why, sizeof(why), "not ready");
+        (void)snprintf(why, sizeof(why), "%s", fallback);
     (void)log_json_escape(why, escaped, sizeof(escaped));
     (void)snprintf(body, sizeof(body), "{\"status\":\"unavailable\",\"reason\":\"%s\"}", escaped);
     return health_reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, HEALTH_JSON, body, false, NULL);
@@ -138,15 +139,16 @@ static enum MHD_Result health_handle(void *cls, struct MHD_Connection *conn, con
         return health_reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, HEALTH_JSON,
                             "{\"error\":\"method not allowed\"}", false, "GET, HEAD");
     if (strcmp(url, "/healthz") == 0)
-        return health_reply(conn, MHD_HTTP_OK, HEALTH_JSON, "{\"status\":\"ok\"}", false, NULL);
+        return health_check(h, h->checks.alive, "not alive", conn);
     if (strcmp(url, "/readyz") == 0)
-        return health_readyz(h, conn);
+        return health_check(h, h->checks.ready, "not ready", conn);
     return health_metrics(h, conn);
 }
 
 struct health_server *health_server_start(const char *bind_addr, uint16_t port,
-                                          struct metrics *metrics, health_ready_fn ready,
-                                          void *ready_ctx, char *errstr, size_t errlen)
+                                          struct metrics *metrics,
+                                          const struct health_checks *checks, char *errstr,
+                                          size_t errlen)
 {
     struct health_server *result = NULL;
     struct health_server *h = NULL;
@@ -182,8 +184,8 @@ struct health_server *health_server_start(const char *bind_addr, uint16_t port,
         goto out;
     }
     h->metrics = metrics;
-    h->ready = ready;
-    h->ready_ctx = ready_ctx;
+    if (checks != NULL)
+        h->checks = *checks;
     errno = 0;
     /* The logger goes first so that MHD reports option errors through it too. */
     h->daemon = MHD_start_daemon(

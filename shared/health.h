@@ -10,9 +10,18 @@
 struct metrics;
 struct health_server;
 
-/* Returns true when the service is ready; may write a short reason into why. Called from
- * the server's thread. */
-typedef bool (*health_ready_fn)(void *ctx, char *why, size_t whylen);
+/* Returns true when the check passes; else may write a short reason into why. Called from
+ * the server's threads (one per connection), so it must be thread-safe. */
+typedef bool (*health_check_fn)(void *ctx, char *why, size_t whylen);
+
+/* What the probes ask. alive: /healthz (liveness: false means "restart me"); ready:
+ * /readyz (readiness). Either may be NULL: that probe then always answers 200. ctx is
+ * passed to both, stays owned by the caller and must outlive the server. */
+struct health_checks {
+    health_check_fn alive;
+    health_check_fn ready;
+    void *ctx;
+};
 
 /* Connections the server holds at once: in all, and from one client address. A client that
  * opens many and sends nothing can then hold at most HEALTH_CONNECTIONS_PER_IP slots, each
@@ -22,15 +31,17 @@ typedef bool (*health_ready_fn)(void *ctx, char *why, size_t whylen);
 #define HEALTH_CONNECTIONS_PER_IP   8
 #define HEALTH_CONNECTION_TIMEOUT_S 3
 
-/* Starts listening on bind_addr:port (port 0 picks an ephemeral one). /healthz answers
- * 200 {"status":"ok"}; /readyz 200 or 503 {"status":"unavailable","reason":...} from
- * ready(); /metrics the registry's text. Other paths 404, other methods 405 with Allow.
- * metrics and ready may be NULL. NULL on failure with errstr filled.
- * bind_addr is a numeric IPv4 or IPv6 address (NULL = 127.0.0.1). metrics and ready_ctx
- * stay owned by the caller and must outlive the server. Free with health_server_stop. */
+/* Starts listening on bind_addr:port (port 0 picks an ephemeral one). /healthz and
+ * /readyz answer 200 {"status":"ok"} or 503 {"status":"unavailable","reason":...} from
+ * checks->alive and checks->ready; /metrics the registry's text. Other paths 404, other
+ * methods 405 with Allow. metrics and checks may be NULL (checks is copied). NULL on
+ * failure with errstr filled. bind_addr is a numeric IPv4 or IPv6 address (NULL =
+ * 127.0.0.1). metrics stays owned by the caller and must outlive the server. Free with
+ * health_server_stop. */
 struct health_server *health_server_start(const char *bind_addr, uint16_t port,
-                                          struct metrics *metrics, health_ready_fn ready,
-                                          void *ready_ctx, char *errstr, size_t errlen);
+                                          struct metrics *metrics,
+                                          const struct health_checks *checks, char *errstr,
+                                          size_t errlen);
 uint16_t health_server_port(const struct health_server *h);
 void health_server_stop(struct health_server *h);
 

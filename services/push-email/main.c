@@ -12,6 +12,7 @@
 #include "datasources/smtp_sender.h"
 #include "datasources/system_notify_env.h"
 #include "entities/email_message.h"
+#include "entities/notification.h"
 #include "interactors/notifier.h"
 #include "shared/config.h"
 #include "shared/db.h"
@@ -206,7 +207,9 @@ static int gate_flush(void *ctx, int timeout_ms)
     return notifier_flush(ctx, timeout_ms);
 }
 
-static bool ready(void *ctx, char *why, size_t whylen)
+/* /healthz and /readyz alike: a push-email whose loop is stuck, or that cannot track a
+ * partition, or whose DLQ producer is dead, neither works nor gets better by waiting. */
+static bool alive(void *ctx, char *why, size_t whylen)
 {
     return kafka_consumer_alive(ctx, why, whylen);
 }
@@ -342,22 +345,30 @@ int main(int argc, char **argv)
         .session_timeout_ms = (uint32_t)s.session_timeout_ms,
         .gate = &gate,
         .prefetch = prefetch_changes,
+        /* Each of an event's emails may take the SMTP timeout, the 2 s its send waits for
+         * the mark before it, and two database calls that time out (connect + I/O):
+         * 304 s with the defaults, so max.poll.interval.ms is 374 s. */
+        .event_max_ms = (uint32_t)(NOTIFY_MAX_PER_CHANGE *
+                                   (s.smtp_timeout_ms + 2000 +
+                                    2 * 1000 * (s.db_connect_timeout_s + s.db_io_timeout_s))),
     };
     consumer = kafka_consumer_new(&kcfg, handle_change, notifier, metrics, err, sizeof err);
     if (consumer == NULL) {
         log_write(LOG_ERROR, "cannot start the Kafka consumer", "error", err, NULL);
         goto out;
     }
-    health = health_server_start(s.health_addr, s.health_port, metrics, ready, consumer, err,
-                                 sizeof err);
+    const struct health_checks checks = {alive, alive, consumer};
+    health = health_server_start(s.health_addr, s.health_port, metrics, &checks, err, sizeof err);
     if (health == NULL) {
         log_write(LOG_ERROR, "cannot start the health server", "error", err, NULL);
         goto out;
     }
-    char port[8];
+    char port[8], max_poll[16];
     snprintf(port, sizeof port, "%u", health_server_port(health));
+    snprintf(max_poll, sizeof max_poll, "%u", kafka_consumer_max_poll_interval_ms(consumer));
     log_write(LOG_INFO, "push-email consuming", "topic", s.topic, "group", s.group_id, "brokers",
-              s.brokers, "health_port", port, "version", PUSH_EMAIL_VERSION, NULL);
+              s.brokers, "health_port", port, "max_poll_interval_ms", max_poll, "version",
+              PUSH_EMAIL_VERSION, NULL);
 
     kafka_consumer_run(consumer, signals_stop_requested);
     log_write(LOG_INFO, "stopping: committing and leaving the group", NULL);

@@ -7,6 +7,7 @@
  * through the admin API, and the rebalance test also checks its exact count (the mock
  * cluster may refuse the revoke's commit; a real broker must take it). */
 #include <setjmp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -94,7 +95,8 @@ static enum notify_outcome record(void *ctx, const struct user_change *c, struct
         r->refuse_times--;
     }
     if (r->handler_ms > 0) {
-        struct timespec ts = {0, (long)r->handler_ms * 1000000L};
+        struct timespec ts = {(time_t)(r->handler_ms / 1000),
+                              (long)(r->handler_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
     }
     bool announced = false;
@@ -305,6 +307,8 @@ static struct metrics *g_metrics; /* the next consumer's, may be NULL */
 static uint32_t g_retry_ms;       /* 0: the default backoff */
 static bool g_fast_stats;         /* statistics every 200 ms, auto-commit every 100 ms */
 static bool g_small_messages;     /* message.max.bytes=10000 (consumer and DLQ producer) */
+static uint32_t g_stall_ms;       /* 0: the default */
+static uint32_t g_event_max_ms;   /* 0: the default */
 
 static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder *r,
                                              const struct kafka_offset_gate *gate)
@@ -338,6 +342,8 @@ static struct kafka_consumer *consumer_gated(struct fixture *fx, struct recorder
         .gate = gate,
         .prefetch = prefetch_hook,
         .batch_budget_ms = g_budget_ms,
+        .stall_after_ms = g_stall_ms,
+        .event_max_ms = g_event_max_ms,
     };
     struct kafka_consumer *kc = kafka_consumer_new(&cfg, record, r, g_metrics, err, sizeof err);
     if (kc == NULL)
@@ -634,6 +640,73 @@ static void a_slow_batch_hands_the_rest_back_in_order(void **state)
     for (size_t i = 0; i < 4; i++)
         assert_int_equal(r.seen[i], 100 * (long)(i + 1));
     assert_int_equal(committed(fx, fx->topic), 4);
+}
+
+/* What /healthz sees from another thread while one event takes longer than stall_after_ms
+ * (an SMTP server that answers nothing): the loop is reported stuck, with the reason, and
+ * alive again once the event is done. */
+struct alive_watch {
+    struct kafka_consumer *kc;
+    _Atomic bool stop;
+    _Atomic int seen_dead;
+    char why[160];
+};
+
+static void *watch_alive(void *arg)
+{
+    struct alive_watch *w = arg;
+    while (!w->stop) {
+        char why[160] = "";
+        if (!kafka_consumer_alive(w->kc, why, sizeof why) && w->seen_dead++ == 0)
+            memcpy(w->why, why, sizeof why);
+        usleep(20 * 1000);
+    }
+    return NULL;
+}
+
+static void a_stuck_loop_is_reported_until_it_moves_again(void **state)
+{
+    struct fixture *fx = *state;
+    struct recorder r = {0};
+    char why[160] = "";
+    g_stall_ms = 1000;
+    r.handler_ms = 2500;
+
+    struct kafka_consumer *kc = consumer(fx, &r);
+    g_stall_ms = 0;
+    assert_true(kafka_consumer_alive(kc, why, sizeof why));
+    produce_create(fx, 100);
+    struct alive_watch w = {.kc = kc};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, watch_alive, &w), 0);
+    poll_until(kc, &r, 1);
+    w.stop = true;
+    pthread_join(t, NULL);
+
+    assert_int_equal(r.n, 1);
+    assert_true(w.seen_dead > 0);
+    assert_non_null(strstr(w.why, "the consumer loop has not polled for "));
+    assert_non_null(strstr(w.why, "(limit 1 s)"));
+    assert_true(kafka_consumer_alive(kc, why, sizeof why)); /* it polled since */
+    kafka_consumer_free(kc);
+    assert_int_equal(committed(fx, fx->topic), 1);
+}
+
+/* The loop polls between batches only: Kafka must not drop the member while one event's
+ * emails take as long as they may (a slow SMTP server). */
+static void max_poll_interval_covers_a_batch_and_the_longest_event(void **state)
+{
+    struct fixture *fx = *state;
+    struct recorder r = {0};
+
+    struct kafka_consumer *kc = consumer(fx, &r);
+    assert_int_equal(kafka_consumer_max_poll_interval_ms(kc), 300000); /* never below */
+    kafka_consumer_free(kc);
+    g_event_max_ms = 304000; /* push-email's default settings */
+    kc = consumer(fx, &r);
+    g_event_max_ms = 0;
+    assert_int_equal(kafka_consumer_max_poll_interval_ms(kc), 10000 + 304000 + 60000);
+    kafka_consumer_free(kc);
 }
 
 /* A slow batch over two partitions: both are handed back, and in the next batch the budget
@@ -980,6 +1053,10 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_slow_batch_hands_the_rest_back_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(a_slow_batch_hands_back_a_partition_twice, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_stuck_loop_is_reported_until_it_moves_again, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(max_poll_interval_covers_a_batch_and_the_longest_event,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(a_paused_partition_does_not_hold_the_others, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_rebalance_hands_over_without_losses, setup, teardown),

@@ -22,17 +22,23 @@
 #include <time.h>
 #include <unistd.h>
 
-struct ready_state {
+struct check_state {
     bool ready;
     const char *reason;
     int calls;
+};
+
+/* The checks' ctx: /healthz asks alive, /readyz asks ready. */
+struct probes {
+    struct check_state alive;
+    struct check_state ready;
 };
 
 struct fixture {
     struct metrics *metrics;
     struct metric_counter *counter;
     struct health_server *server;
-    struct ready_state ready;
+    struct probes probes;
 };
 
 struct reply {
@@ -43,14 +49,22 @@ struct reply {
     size_t headers_len;
 };
 
-static bool fake_ready(void *ctx, char *why, size_t whylen)
+static bool fake_check(struct check_state *r, char *why, size_t whylen)
 {
-    struct ready_state *r = ctx;
-
     r->calls++;
     if (!r->ready && r->reason != NULL)
         snprintf(why, whylen, "%s", r->reason);
     return r->ready;
+}
+
+static bool fake_alive(void *ctx, char *why, size_t whylen)
+{
+    return fake_check(&((struct probes *)ctx)->alive, why, whylen);
+}
+
+static bool fake_ready(void *ctx, char *why, size_t whylen)
+{
+    return fake_check(&((struct probes *)ctx)->ready, why, whylen);
 }
 
 static size_t append(char *dst, size_t cap, size_t *len, const char *src, size_t n)
@@ -141,9 +155,10 @@ static int setup(void **state)
         return -1;
     f->metrics = metrics_new();
     f->counter = metrics_counter(f->metrics, "probe_total", "Probes.", "kind=\"x\"");
-    f->ready.ready = true;
-    f->server =
-        health_server_start("127.0.0.1", 0, f->metrics, fake_ready, &f->ready, err, sizeof(err));
+    f->probes.alive.ready = true;
+    f->probes.ready.ready = true;
+    const struct health_checks checks = {fake_alive, fake_ready, &f->probes};
+    f->server = health_server_start("127.0.0.1", 0, f->metrics, &checks, err, sizeof(err));
     if (f->server == NULL) {
         fprintf(stderr, "health_server_start: %s\n", err);
         metrics_free(f->metrics);
@@ -184,6 +199,8 @@ static void healthz_ok(void **state)
     assert_string_equal(header(&r, "Content-Type", v, sizeof(v)), "application/json");
     http("GET", health_server_port(f->server), "/healthz?verbose=1", &r);
     assert_int_equal(r.status, 200);
+    assert_int_equal(f->probes.alive.calls, 2);
+    assert_int_equal(f->probes.ready.calls, 0);
 }
 
 static void readyz_follows_ready_fn(void **state)
@@ -191,26 +208,58 @@ static void readyz_follows_ready_fn(void **state)
     struct fixture *f = *state;
     struct reply r;
 
-    f->ready.calls = 0;
-    f->ready.ready = true;
+    f->probes.ready.calls = 0;
+    f->probes.ready.ready = true;
     http("GET", health_server_port(f->server), "/readyz", &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "{\"status\":\"ok\"}");
-    assert_int_equal(f->ready.calls, 1);
+    assert_int_equal(f->probes.ready.calls, 1);
 
-    f->ready.ready = false;
-    f->ready.reason = "database \"users\" down\n";
+    f->probes.ready.ready = false;
+    f->probes.ready.reason = "database \"users\" down\n";
     http("GET", health_server_port(f->server), "/readyz", &r);
     assert_int_equal(r.status, 503);
     assert_string_equal(r.body, "{\"status\":\"unavailable\",\"reason\":\"database \\\"users\\\" "
                                 "down\\u000a\"}");
 
-    f->ready.reason = NULL;
+    f->probes.ready.reason = NULL;
     http("GET", health_server_port(f->server), "/readyz", &r);
     assert_int_equal(r.status, 503);
     assert_string_equal(r.body, "{\"status\":\"unavailable\",\"reason\":\"not ready\"}");
-    assert_int_equal(f->ready.calls, 3);
-    f->ready.ready = true;
+    assert_int_equal(f->probes.ready.calls, 3);
+    /* Not ready is not dead: /healthz asks only the liveness check. */
+    http("GET", health_server_port(f->server), "/healthz", &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(f->probes.ready.calls, 3);
+    f->probes.ready.ready = true;
+}
+
+static void healthz_follows_alive_fn(void **state)
+{
+    struct fixture *f = *state;
+    struct reply r;
+    char v[128];
+
+    f->probes.alive.ready = false;
+    f->probes.alive.reason = "the consumer loop has not polled for 151 s";
+    http("GET", health_server_port(f->server), "/healthz", &r);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(r.body, "{\"status\":\"unavailable\",\"reason\":\"the consumer loop has "
+                                "not polled for 151 s\"}");
+    assert_string_equal(header(&r, "Content-Type", v, sizeof(v)), "application/json");
+    assert_string_equal(header(&r, "Cache-Control", v, sizeof(v)), "no-store");
+    f->probes.alive.reason = NULL;
+    http("HEAD", health_server_port(f->server), "/healthz", &r);
+    assert_int_equal(r.status, 503);
+    http("GET", health_server_port(f->server), "/healthz", &r);
+    assert_string_equal(r.body, "{\"status\":\"unavailable\",\"reason\":\"not alive\"}");
+    /* Readiness is its own check: still 200. */
+    http("GET", health_server_port(f->server), "/readyz", &r);
+    assert_int_equal(r.status, 200);
+    f->probes.alive.ready = true;
+    http("GET", health_server_port(f->server), "/healthz", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"status\":\"ok\"}");
 }
 
 static void metrics_served_as_prometheus_text(void **state)
@@ -292,8 +341,11 @@ static void null_metrics_and_ready_fn(void **state)
     char err[256] = "";
 
     (void)state;
-    h = health_server_start("127.0.0.1", 0, NULL, NULL, NULL, err, sizeof(err));
+    h = health_server_start("127.0.0.1", 0, NULL, NULL, err, sizeof(err));
     assert_non_null(h);
+    http("GET", health_server_port(h), "/healthz", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"status\":\"ok\"}");
     http("GET", health_server_port(h), "/readyz", &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "{\"status\":\"ok\"}");
@@ -309,7 +361,7 @@ static void bad_bind_address_rejected(void **state)
     char err[256] = "";
 
     (void)state;
-    assert_null(health_server_start("localhost:80", 0, NULL, NULL, NULL, err, sizeof(err)));
+    assert_null(health_server_start("localhost:80", 0, NULL, NULL, err, sizeof(err)));
     assert_string_equal(err, "health: bind address \"localhost:80\" is not a numeric IPv4 or IPv6 "
                              "address");
 }
@@ -322,8 +374,8 @@ static void port_in_use_reported(void **state)
 
     snprintf(want, sizeof(want), "health: cannot listen on 127.0.0.1 port %u: ",
              (unsigned int)health_server_port(f->server));
-    assert_null(health_server_start("127.0.0.1", health_server_port(f->server), NULL, NULL, NULL,
-                                    err, sizeof(err)));
+    assert_null(health_server_start("127.0.0.1", health_server_port(f->server), NULL, NULL, err,
+                                    sizeof(err)));
     assert_int_equal(strncmp(err, want, strlen(want)), 0);
 }
 
@@ -336,7 +388,7 @@ static void ipv6_loopback_when_available(void **state)
     long status = 0;
 
     (void)state;
-    h = health_server_start("::1", 0, NULL, NULL, NULL, err, sizeof(err));
+    h = health_server_start("::1", 0, NULL, NULL, err, sizeof(err));
     if (h == NULL)
         skip(); /* no IPv6 in this sandbox */
     c = curl_easy_init();
@@ -418,6 +470,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(ephemeral_port_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(healthz_ok, setup, teardown),
         cmocka_unit_test_setup_teardown(readyz_follows_ready_fn, setup, teardown),
+        cmocka_unit_test_setup_teardown(healthz_follows_alive_fn, setup, teardown),
         cmocka_unit_test_setup_teardown(metrics_served_as_prometheus_text, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_path_is_404_json, setup, teardown),
         cmocka_unit_test_setup_teardown(other_methods_are_405_with_allow, setup, teardown),

@@ -37,14 +37,17 @@
 #define STR(x)          STR_(x)
 #define SEEK_TIMEOUT_MS 5000
 #define SEEK_RETRY_MS   1000 /* a failed seek back: when to try again */
-#define LAG_QUERY_MS    1000 /* a paused partition's end offset: how long to wait */
+#define LAG_QUERY_MS    1000 /* the paused partitions' end offsets: how long to wait in all */
 #define DLQ_FLUSH_MS    10000
 #define DLQ_CUT_BYTES   4096 /* a value too large for the DLQ: what of it goes there */
-#define ALIVE_AFTER_S   30
-#define WAITING_MAX     8192  /* events done whose offsets wait for the gate */
-#define GATE_FLUSH_MS   10000 /* revoke, close: how long to wait for the gate */
-#define GATE_FULL_MS    1000  /* a full FIFO: how long to wait before pausing instead */
-#define BATCH_MAX       64    /* events taken from librdkafka's queue at once */
+#define EVENT_MAX_MS    60000
+#define POLL_MARGIN_MS  60000    /* the gate's and the DLQ's flushes around the events */
+#define POLL_MIN_MS     300000   /* librdkafka's default max.poll.interval.ms */
+#define POLL_MAX_MS     86400000 /* librdkafka's maximum */
+#define WAITING_MAX     8192     /* events done whose offsets wait for the gate */
+#define GATE_FLUSH_MS   10000    /* revoke, close: how long to wait for the gate */
+#define GATE_FULL_MS    1000     /* a full FIFO: how long to wait before pausing instead */
+#define BATCH_MAX       64       /* events taken from librdkafka's queue at once */
 /* A batch whose events take longer than this (a stalled SMTP server and many partitions)
  * hands the rest back: each partition is sought back to its first unhandled event, and
  * the loop polls again (heartbeats, rebalances, max.poll.interval.ms). */
@@ -97,7 +100,9 @@ struct kafka_consumer {
     struct kafka_offset_gate gate;  /* all NULL without a gate */
     struct waiting_offset *waiting; /* ring of WAITING_MAX, oldest at waiting_head */
     size_t waiting_head, waiting_len;
-    atomic_llong last_poll_s;
+    atomic_llong last_poll_ms; /* now_ms() when the loop last polled or finished an event */
+    int64_t stall_after_ms;
+    uint32_t max_poll_interval_ms;
     atomic_int unsupported_partition; /* one assigned beyond MAX_PARTITIONS, else -1 */
     atomic_bool dlq_fatal;            /* the DLQ producer hit a fatal error */
     /* DLQ delivery report of the message in flight */
@@ -274,7 +279,9 @@ static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 
 /* Completes the lag gauge after statistics with paused partitions: their end offsets from
  * the broker (a ListOffsets round trip each, at most every statistics.interval.ms and only
- * while partitions are paused) minus what is committed. */
+ * while partitions are paused) minus what is committed. The round trips block the loop, so
+ * all of them together get LAG_QUERY_MS: when the broker is slow or away the gauge keeps
+ * its last value rather than the loop stalling a second per paused partition. */
 static void lag_of_paused(struct kafka_consumer *kc)
 {
     long long lag = kc->lag_fetched;
@@ -282,14 +289,22 @@ static void lag_of_paused(struct kafka_consumer *kc)
     if (!kc->lag_due)
         return;
     kc->lag_due = false;
+    if (kc->stop != NULL && kc->stop())
+        return;
+    int64_t deadline = now_ms() + LAG_QUERY_MS;
     for (int32_t p = 0; p < MAX_PARTITIONS; p++) {
         const struct partition_state *ps = &kc->parts[p];
         int64_t lo = -1, hi = -1;
         if (!ps->assigned || !ps->paused || ps->stats_committed < 0)
             continue;
-        if (rd_kafka_query_watermark_offsets(kc->rk, kc->topic, p, &lo, &hi, LAG_QUERY_MS) ==
-                RD_KAFKA_RESP_ERR_NO_ERROR &&
-            hi > ps->stats_committed)
+        int64_t left = deadline - now_ms();
+        if (left <= 0)
+            return;
+        rd_kafka_resp_err_t e =
+            rd_kafka_query_watermark_offsets(kc->rk, kc->topic, p, &lo, &hi, (int)left);
+        if (e == RD_KAFKA_RESP_ERR__TIMED_OUT)
+            return;
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR && hi > ps->stats_committed)
             lag += hi - ps->stats_committed;
     }
     metric_gauge_set(kc->m_lag, lag);
@@ -393,7 +408,13 @@ struct kafka_consumer *kafka_consumer_new(const struct kafka_consumer_config *cf
     kc->parsed = calloc(BATCH_MAX, sizeof *kc->parsed);
     for (size_t i = 0; i < MAX_PARTITIONS; i++)
         kc->parts[i].want_offset = -1;
-    atomic_store(&kc->last_poll_s, (long long)time(NULL));
+    uint64_t poll_ms = (uint64_t)kc->batch_budget_ms +
+                       (cfg->event_max_ms ? cfg->event_max_ms : EVENT_MAX_MS) + POLL_MARGIN_MS;
+    kc->max_poll_interval_ms = (uint32_t)(poll_ms < POLL_MIN_MS   ? POLL_MIN_MS
+                                          : poll_ms > POLL_MAX_MS ? POLL_MAX_MS
+                                                                  : poll_ms);
+    kc->stall_after_ms = cfg->stall_after_ms ? cfg->stall_after_ms : kc->max_poll_interval_ms;
+    atomic_store(&kc->last_poll_ms, (long long)now_ms());
     atomic_store(&kc->unsupported_partition, -1);
     atomic_store(&kc->dlq_fatal, false);
     register_metrics(kc, metrics);
@@ -402,7 +423,8 @@ struct kafka_consumer *kafka_consumer_new(const struct kafka_consumer_config *cf
         goto fail;
     }
 
-    char session_ms[16], heartbeat_ms[16];
+    char session_ms[16], heartbeat_ms[16], max_poll_ms[16];
+    snprintf(max_poll_ms, sizeof max_poll_ms, "%u", kc->max_poll_interval_ms);
     uint32_t session = cfg->session_timeout_ms ? cfg->session_timeout_ms : 10000;
     snprintf(session_ms, sizeof session_ms, "%u", session);
     snprintf(heartbeat_ms, sizeof heartbeat_ms, "%u", session / 3 ? session / 3 : 1);
@@ -419,6 +441,7 @@ struct kafka_consumer *kafka_consumer_new(const struct kafka_consumer_config *cf
         set_conf(conf, "statistics.interval.ms", "5000", errstr, errlen) ||
         set_conf(conf, "session.timeout.ms", session_ms, errstr, errlen) ||
         set_conf(conf, "heartbeat.interval.ms", heartbeat_ms, errstr, errlen) ||
+        set_conf(conf, "max.poll.interval.ms", max_poll_ms, errstr, errlen) ||
         set_extra(conf, cfg->extra, errstr, errlen))
         goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
@@ -885,7 +908,7 @@ void kafka_consumer_poll_once(struct kafka_consumer *kc, int timeout_ms)
     const struct user_change *ok[BATCH_MAX];
     size_t n = 0, nok = 0;
 
-    atomic_store(&kc->last_poll_s, (long long)time(NULL));
+    atomic_store(&kc->last_poll_ms, (long long)now_ms());
     drain_waiting(kc);
     resume_due(kc);
     lag_of_paused(kc);
@@ -924,7 +947,7 @@ void kafka_consumer_poll_once(struct kafka_consumer *kc, int timeout_ms)
                 requeue(kc, m);
             else if (!stopping)
                 handle(kc, m, &kc->parsed[i]);
-            atomic_store(&kc->last_poll_s, (long long)time(NULL));
+            atomic_store(&kc->last_poll_ms, (long long)now_ms());
         } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             log_write(LOG_WARN, "consumer error", "error", rd_kafka_message_errstr(m), NULL);
         }
@@ -952,13 +975,19 @@ bool kafka_consumer_alive(const struct kafka_consumer *kc, char *why, size_t why
         snprintf(why, whylen, "the DLQ producer hit a fatal error (a restart makes a new one)");
         return false;
     }
-    long long last = atomic_load(&((struct kafka_consumer *)kc)->last_poll_s);
-    if ((long long)time(NULL) - last > ALIVE_AFTER_S) {
-        snprintf(why, whylen, "the consumer loop has not polled for %lld s",
-                 (long long)time(NULL) - last);
+    long long idle_ms =
+        (long long)now_ms() - atomic_load(&((struct kafka_consumer *)kc)->last_poll_ms);
+    if (idle_ms > kc->stall_after_ms) {
+        snprintf(why, whylen, "the consumer loop has not polled for %lld s (limit %lld s)",
+                 idle_ms / 1000, (long long)(kc->stall_after_ms / 1000));
         return false;
     }
     return true;
+}
+
+uint32_t kafka_consumer_max_poll_interval_ms(const struct kafka_consumer *kc)
+{
+    return kc->max_poll_interval_ms;
 }
 
 void kafka_consumer_free(struct kafka_consumer *kc)

@@ -53,6 +53,16 @@ struct kafka_consumer_config {
     /* How long one batch may take before the rest is handed back (sought back, read
      * again after the next poll). 0: 10 s. */
     uint32_t batch_budget_ms;
+    /* The longest the handler may take over one event (all its emails, each up to the
+     * SMTP timeout). 0: 60 s. The loop polls between batches only, so Kafka's
+     * max.poll.interval.ms is set to batch_budget_ms + event_max_ms + 60 s (at least
+     * librdkafka's 300 s): a slow SMTP server then never gets this member dropped from
+     * the group mid-event, which would let another member send the same email. */
+    uint32_t event_max_ms;
+    /* kafka_consumer_alive() turns false when the loop has neither polled nor finished an
+     * event for longer than this. 0: max.poll.interval.ms as above (by then Kafka has
+     * given the partitions away in any case). */
+    uint32_t stall_after_ms;
 };
 
 struct kafka_consumer;
@@ -71,10 +81,16 @@ int kafka_consumer_run(struct kafka_consumer *kc, bool (*stop)(void));
  * behind it (a batch of at most 64): for tests and for callers with their own loop. */
 void kafka_consumer_poll_once(struct kafka_consumer *kc, int timeout_ms);
 
-/* True when the consumer polled recently (its loop is alive). Thread-safe. */
+/* The liveness check (push-email's /healthz): false, with the reason in why, when the loop
+ * has been stuck for longer than stall_after_ms, when a partition it cannot track (1024
+ * or above) was assigned to it, or when the DLQ producer hit a fatal error; a restart
+ * is the cure for each. Thread-safe. */
 bool kafka_consumer_alive(const struct kafka_consumer *kc, char *why, size_t whylen);
 
 /* Commits the stored offsets, leaves the group, flushes the DLQ producer and frees. */
 void kafka_consumer_free(struct kafka_consumer *kc);
+
+/* The max.poll.interval.ms the consumer sets (see event_max_ms), for the start-up log. */
+uint32_t kafka_consumer_max_poll_interval_ms(const struct kafka_consumer *kc);
 
 #endif
