@@ -32,22 +32,23 @@
 #include "shared/metrics.h"
 #include "transport/debezium_envelope.h"
 
-#define MAX_PARTITIONS  1024
-#define STR_(x)         #x
-#define STR(x)          STR_(x)
-#define SEEK_TIMEOUT_MS 5000
-#define SEEK_RETRY_MS   1000 /* a failed seek back: when to try again */
-#define LAG_QUERY_MS    1000 /* the paused partitions' end offsets: how long to wait in all */
-#define DLQ_FLUSH_MS    10000
-#define DLQ_CUT_BYTES   4096 /* a value too large for the DLQ: what of it goes there */
-#define EVENT_MAX_MS    60000
-#define POLL_MARGIN_MS  60000    /* the gate's and the DLQ's flushes around the events */
-#define POLL_MIN_MS     300000   /* librdkafka's default max.poll.interval.ms */
-#define POLL_MAX_MS     86400000 /* librdkafka's maximum */
-#define WAITING_MAX     8192     /* events done whose offsets wait for the gate */
-#define GATE_FLUSH_MS   10000    /* revoke, close: how long to wait for the gate */
-#define GATE_FULL_MS    1000     /* a full FIFO: how long to wait before pausing instead */
-#define BATCH_MAX       64       /* events taken from librdkafka's queue at once */
+#define MAX_PARTITIONS       1024
+#define STR_(x)              #x
+#define STR(x)               STR_(x)
+#define SEEK_TIMEOUT_MS      5000
+#define SEEK_RETRY_MS        1000 /* a failed seek back: when to try again */
+#define LAG_QUERY_MS         1000 /* the paused partitions' end offsets: how long to wait in all */
+#define DLQ_FLUSH_MS         10000
+#define DLQ_CUT_BYTES        4096 /* a value too large for the DLQ: what of it goes there */
+#define EVENT_MAX_MS         60000
+#define POLL_MARGIN_MS       60000    /* the gate's and the DLQ's flushes around the events */
+#define POLL_MIN_MS          300000   /* librdkafka's default max.poll.interval.ms */
+#define POLL_MAX_MS          86400000 /* librdkafka's maximum */
+#define WAITING_MAX          8192     /* events done whose offsets wait for the gate */
+#define FIRST_ASSIGN_WAIT_MS 5000  /* close before the first assignment: see kafka_consumer_free */
+#define GATE_FLUSH_MS        10000 /* revoke, close: how long to wait for the gate */
+#define GATE_FULL_MS         1000  /* a full FIFO: how long to wait before pausing instead */
+#define BATCH_MAX            64    /* events taken from librdkafka's queue at once */
 /* A batch whose events take longer than this (a stalled SMTP server and many partitions)
  * hands the rest back: each partition is sought back to its first unhandled event, and
  * the loop polls again (heartbeats, rebalances, max.poll.interval.ms). */
@@ -102,6 +103,7 @@ struct kafka_consumer {
     size_t waiting_head, waiting_len;
     atomic_llong last_poll_ms; /* now_ms() when the loop last polled or finished an event */
     int64_t stall_after_ms;
+    bool assigned_once; /* a rebalance callback assigned partitions (maybe none) */
     uint32_t max_poll_interval_ms;
     atomic_int unsupported_partition; /* one assigned beyond MAX_PARTITIONS, else -1 */
     atomic_bool dlq_fatal;            /* the DLQ producer hit a fatal error */
@@ -167,6 +169,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
     snprintf(n, sizeof n, "%d", partitions->cnt);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        kc->assigned_once = true;
         reset_partitions(kc, partitions);
         for (int i = 0; i < partitions->cnt; i++) {
             struct partition_state *ps = part(kc, partitions->elems[i].partition);
@@ -413,7 +416,6 @@ struct kafka_consumer *kafka_consumer_new(const struct kafka_consumer_config *cf
     kc->max_poll_interval_ms = (uint32_t)(poll_ms < POLL_MIN_MS   ? POLL_MIN_MS
                                           : poll_ms > POLL_MAX_MS ? POLL_MAX_MS
                                                                   : poll_ms);
-    kc->stall_after_ms = cfg->stall_after_ms ? cfg->stall_after_ms : kc->max_poll_interval_ms;
     atomic_store(&kc->last_poll_ms, (long long)now_ms());
     atomic_store(&kc->unsupported_partition, -1);
     atomic_store(&kc->dlq_fatal, false);
@@ -467,6 +469,15 @@ struct kafka_consumer *kafka_consumer_new(const struct kafka_consumer_config *cf
         goto fail;
     }
     conf = NULL; /* rd_kafka_new() took ownership of conf */
+    {
+        /* What librdkafka runs with (the extra properties may have set it). */
+        char v[24];
+        size_t vlen = sizeof v;
+        if (rd_kafka_conf_get(rd_kafka_conf(kc->rk), "max.poll.interval.ms", v, &vlen) ==
+            RD_KAFKA_CONF_OK)
+            kc->max_poll_interval_ms = (uint32_t)strtoul(v, NULL, 10);
+        kc->stall_after_ms = cfg->stall_after_ms ? cfg->stall_after_ms : kc->max_poll_interval_ms;
+    }
     kc->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, err, sizeof err);
     if (kc->dlq == NULL) {
         snprintf(errstr, errlen, "kafka DLQ producer: %s", err);
@@ -978,8 +989,8 @@ bool kafka_consumer_alive(const struct kafka_consumer *kc, char *why, size_t why
     long long idle_ms =
         (long long)now_ms() - atomic_load(&((struct kafka_consumer *)kc)->last_poll_ms);
     if (idle_ms > kc->stall_after_ms) {
-        snprintf(why, whylen, "the consumer loop has not polled for %lld s (limit %lld s)",
-                 idle_ms / 1000, (long long)(kc->stall_after_ms / 1000));
+        snprintf(why, whylen, "the consumer loop has not polled for %lld ms (limit %lld ms)",
+                 idle_ms, (long long)kc->stall_after_ms);
         return false;
     }
     return true;
@@ -990,10 +1001,31 @@ uint32_t kafka_consumer_max_poll_interval_ms(const struct kafka_consumer *kc)
     return kc->max_poll_interval_ms;
 }
 
+/* librdkafka before 2.3.0 aborts in rd_kafka_destroy() ("rd_kafka_sticky_assignor_state_
+ * destroy: Assertion `assignor_state' failed", librdkafka#4312) when the group had chosen
+ * cooperative-sticky (a JoinGroup was answered) but no assignment had come yet: a SIGTERM
+ * during the first join would end in SIGABRT instead of exit 0. So a consumer that never
+ * had an assignment waits up to FIRST_ASSIGN_WAIT_MS for it, handling nothing (offsets of
+ * what it fetches are not stored: read again later). Returns false when the group chose a
+ * protocol and still no assignment came: then the handle must not be destroyed. */
+static bool settle_first_assignment(struct kafka_consumer *kc)
+{
+    if (kc->assigned_once || rd_kafka_version() >= 0x020300ff)
+        return true;
+    int64_t until = now_ms() + FIRST_ASSIGN_WAIT_MS;
+    while (!kc->assigned_once && now_ms() < until) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(kc->rk, 100);
+        if (m != NULL)
+            rd_kafka_message_destroy(m);
+    }
+    return kc->assigned_once || strcmp(rd_kafka_rebalance_protocol(kc->rk), "NONE") == 0;
+}
+
 void kafka_consumer_free(struct kafka_consumer *kc)
 {
     if (kc == NULL)
         return;
+    bool destroyable = settle_first_assignment(kc);
     int flushed = flush_waiting(kc, GATE_FLUSH_MS);
     kc->closing = true;
     if (flushed != 0) {
@@ -1005,7 +1037,15 @@ void kafka_consumer_free(struct kafka_consumer *kc)
     rd_kafka_resp_err_t e = rd_kafka_consumer_close(kc->rk); /* commits stored offsets */
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_write(LOG_WARN, "consumer close", "error", rd_kafka_err2str(e), NULL);
-    rd_kafka_destroy(kc->rk);
+    destroyable = destroyable &&
+                  (kc->assigned_once || strcmp(rd_kafka_rebalance_protocol(kc->rk), "NONE") == 0);
+    if (destroyable)
+        rd_kafka_destroy(kc->rk);
+    else /* left the group above; the process exits next, which frees it */
+        log_write(LOG_WARN,
+                  "consumer closed before its first assignment: not destroyed (librdkafka "
+                  "#4312 would abort)",
+                  NULL);
     rd_kafka_flush(kc->dlq, DLQ_FLUSH_MS);
     rd_kafka_destroy(kc->dlq);
     /* The final totals: /metrics is gone by now, and a scrape just before a stop misses
