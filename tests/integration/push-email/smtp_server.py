@@ -7,7 +7,7 @@ each new connection to DIR/connections (again after STARTTLS: count distinct por
 writes DIR/ready once it listens. Options make it offer
 STARTTLS (and require it), require AUTH for one fixed user, answer 550 or 451 to given
 recipients, refuse to relay to given recipients (554 5.7.1 Relay access denied, as Postfix
-says it), refuse given envelope senders (550 5.7.1, or 552 "too big"), refuse the message
+says it) or call them unknown in the relay recipient table (550 5.1.1, Postfix again), refuse given envelope senders (550 5.7.1, or 552 "too big"), refuse the message
 itself at the end of DATA for given recipients (554 5.7.1), never answer the end of DATA for a
 given recipient (a stalled server), accept a message for a given recipient but drop the
 connection instead of answering the end of DATA, and refuse the client at the greeting (554) or at
@@ -35,6 +35,7 @@ def main():
     ap.add_argument("--reject550", action="append", default=[])
     ap.add_argument("--reject451", action="append", default=[])
     ap.add_argument("--relay-denied", action="append", default=[])
+    ap.add_argument("--unknown-in-relay-table", action="append", default=[])
     ap.add_argument("--reject-sender", action="append", default=[])
     ap.add_argument("--reject552-sender", action="append", default=[])
     ap.add_argument("--stall-data-for", action="append", default=[])
@@ -62,6 +63,9 @@ def main():
                 return "550 5.1.1 <%s>: mailbox unavailable" % address
             if address in args.relay_denied:
                 return "554 5.7.1 <%s>: Relay access denied" % address
+            if address in args.unknown_in_relay_table:
+                return ("550 5.1.1 <%s>: Recipient address rejected: User unknown in relay "
+                        "recipient table" % address)
             if address in args.reject451:
                 return "451 4.3.0 <%s>: try again later" % address
             envelope.rcpt_tos.append(address)

@@ -92,6 +92,8 @@ static int server_start_on(struct server *s, unsigned short port, int flags)
     argv[n++] = "busy@example.org";
     argv[n++] = "--relay-denied";
     argv[n++] = "far@elsewhere.example";
+    argv[n++] = "--unknown-in-relay-table";
+    argv[n++] = "gone@relay.example.org";
     argv[n++] = "--reject-sender";
     argv[n++] = "blocked@example.org";
     argv[n++] = "--reject552-sender";
@@ -407,6 +409,12 @@ static void test_550_recipient_is_permanent_and_451_transient(void **state)
     assert_int_equal(send_to(f->snd, "far@elsewhere.example", f->err, sizeof f->err),
                      MAIL_TRANSIENT);
     if (strcmp(f->err, "554 5.7.1 <far@elsewhere.example>: Relay access denied") != 0) {
+        fail_msg("reason: %s", f->err);
+    }
+    /* "relay" in the address and in Postfix's unknown-user reply: still the recipient's. */
+    assert_int_equal(send_to(f->snd, "gone@relay.example.org", f->err, sizeof f->err),
+                     MAIL_PERMANENT);
+    if (strncmp(f->err, "550 5.1.1 <gone@relay.example.org>", 34) != 0) {
         fail_msg("reason: %s", f->err);
     }
     /* The same sender goes on working after refusals. */

@@ -227,20 +227,46 @@ static int is_socket_error(CURLcode rc)
     return rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING;
 }
 
-/* A 5xx to RCPT TO that refuses to relay for us, or wants us authenticated ("554 5.7.1
- * <x>: Relay access denied", "550 relay not permitted", "550 5.7.1 ... Relaying denied",
- * "550 5.7.57 Client not authenticated"): the relay refuses every recipient alike until it
- * is set up right, so it is about us, not this recipient. */
+/* A 5xx to RCPT TO that refuses to relay for us, or wants us authenticated first, in the
+ * words the common MTAs use ("554 5.7.1 <x>: Relay access denied" (Postfix), "550 relay not
+ * permitted" (Exim), "550 5.7.1 <x>... Relaying denied" (Sendmail), "550 5.7.57 Client not
+ * authenticated" (Exchange)): the relay refuses every recipient alike until it is set up
+ * right, so the refusal is about us, not this recipient. Only those phrases count, and
+ * never in the address the reply repeats ("<x@relay.example>") nor under a 5.1.x/5.2.x
+ * code (the mailbox): "550 5.1.1 ... User unknown in relay recipient table" stays the
+ * recipient's. */
 static int refuses_relaying_for_us(const char *reply)
 {
-    char lower[REPLY_MAX];
-    size_t i;
+    static const char *const phrases[] = {
+        "relay access denied",    "relaying denied",        "relay denied",
+        "relay not permitted",    "relaying not permitted", "unable to relay",
+        "not permitted to relay", "not authenticated",      "authentication required",
+    };
+    char text[REPLY_MAX];
+    size_t n = 0;
+    int in_angle = 0;
 
-    for (i = 0; reply[i] != '\0' && i < sizeof lower - 1; i++) {
-        lower[i] = (char)tolower((unsigned char)reply[i]);
+    for (size_t i = 0; reply[i] != '\0' && n < sizeof text - 1; i++) {
+        if (reply[i] == '<') {
+            in_angle = 1;
+        } else if (reply[i] == '>') {
+            in_angle = 0;
+        } else if (!in_angle) {
+            text[n++] = (char)tolower((unsigned char)reply[i]);
+        }
     }
-    lower[i] = '\0';
-    return strstr(lower, "relay") != NULL || strstr(lower, "authenticat") != NULL;
+    text[n] = '\0';
+    /* "550 5.1.1 ...": the enhanced code, when there is one, must not be the mailbox's. */
+    if (n >= 8 && text[3] == ' ' && text[4] == '5' && text[5] == '.' &&
+        (text[6] == '1' || text[6] == '2') && text[7] == '.') {
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof phrases / sizeof phrases[0]; i++) {
+        if (strstr(text, phrases[i]) != NULL) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* A 5xx is this email's for good only where it answers this email: its recipient (RCPT
