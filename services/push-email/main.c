@@ -146,7 +146,7 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
     }
     /* A CA file that cannot be read would make every send a transient failure, retried
      * for ever. */
-    if (s->smtp_ca_file != NULL &&
+    if (s->smtp_ca_file != NULL && s->smtp_ca_file[0] != '\0' &&
         config_check_file("PUSH_EMAIL_SMTP_CA_FILE", s->smtp_ca_file, err, errlen) != 0)
         return -1;
     if (s->retry_max_ms < s->retry_base_ms) {
@@ -345,12 +345,15 @@ int main(int argc, char **argv)
         .session_timeout_ms = (uint32_t)s.session_timeout_ms,
         .gate = &gate,
         .prefetch = prefetch_changes,
-        /* Each of an event's emails may take the SMTP timeout, the 2 s its send waits for
-         * the mark before it, and two database calls that time out (connect + I/O):
-         * 304 s with the defaults, so max.poll.interval.ms is 374 s. */
+        /* Each of an event's emails may take two SMTP timeouts (a send whose reused
+         * connection fails is tried once more on a new one), the 2 s it waits for the
+         * mark before it, and two database calls that time out (connect + I/O); plus the
+         * batch's one delivery-log lookup. 551 s with the defaults, so
+         * max.poll.interval.ms is 621 s. */
         .event_max_ms = (uint32_t)(NOTIFY_MAX_PER_CHANGE *
-                                   (s.smtp_timeout_ms + 2000 +
-                                    2 * 1000 * (s.db_connect_timeout_s + s.db_io_timeout_s))),
+                                       (2 * s.smtp_timeout_ms + 2000 +
+                                        2 * 1000 * (s.db_connect_timeout_s + s.db_io_timeout_s)) +
+                                   1000 * (s.db_connect_timeout_s + s.db_io_timeout_s)),
     };
     consumer = kafka_consumer_new(&kcfg, handle_change, notifier, metrics, err, sizeof err);
     if (consumer == NULL) {
