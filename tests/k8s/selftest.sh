@@ -67,8 +67,8 @@ fresh; sed -i 's#secretName: userdata-jwt#secretName: userdata-jwt-typo#' $M/k8s
 expect_fail "secret name typo" $V --repo $M --overlay dev
 fresh; sed -i '/fsGroup: 10001/d' $M/k8s/base/push-email/deployment.yaml
 expect_fail "push-email secret files unreadable (0440, no fsGroup)" $V --repo $M --overlay dev
-fresh; sed -i '0,/defaultMode: 0440/s//defaultMode: 0400/' $M/k8s/base/userdata/deployment.yaml
-expect_fail "userdata secret file owner-only (0400)" $V --repo $M --overlay prod $PROD
+fresh; sed -i '/fsGroup: 10001/d; 0,/defaultMode: 0440/s//defaultMode: 0400/' $M/k8s/base/userdata/deployment.yaml
+expect_fail "userdata secret files unreadable (0400, no fsGroup)" $V --repo $M --overlay prod $PROD
 fresh; sed -i 's#key: debezium-password#key: debezium-pasword#' $M/k8s/base/connect/deployment.yaml
 expect_fail "secret key typo" $V --repo $M --overlay dev
 fresh; sed -i '/^          resources:/,/^          securityContext:/{/securityContext:/!d}' $M/k8s/base/connect/deployment.yaml

@@ -285,23 +285,22 @@ function checkRefs(obj, spec) {
     }
 }
 
-// Secret and ConfigMap files are owned by root (uid 0); with a pod fsGroup their group is
-// that gid. A non-root container can read one only through the "other" bits, or the group
-// bits with fsGroup set (kubernetes/kubernetes#57923): 0440 without fsGroup is unreadable.
+// Secret and ConfigMap files are owned by root (uid 0). With a pod fsGroup the kubelet
+// makes them group fsGroup and adds group read (kubernetes/kubernetes#57923), so any mode
+// works; without one a non-root container reads them only through the "other" bits:
+// 0440 or 0400 without fsGroup is unreadable, and the service exits at start.
 function checkReadable(obj, spec, c, v) {
     const src = v.secret || v.configMap;
     if (!src) return;
     const uid = c.securityContext?.runAsUser ?? spec.securityContext?.runAsUser;
-    if (uid === 0) return;
-    const fsGroup = spec.securityContext?.fsGroup;
+    if (uid === 0 || Number.isInteger(spec.securityContext?.fsGroup)) return;
     const dflt = src.defaultMode ?? 0o644;
     const modes = (src.items || []).map((it) => [it.path, it.mode ?? dflt]);
     if (modes.length === 0) modes.push(['*', dflt]);
     for (const [file, mode] of modes) {
-        const readable = (mode & 0o004) !== 0 || ((mode & 0o040) !== 0 && Number.isInteger(fsGroup));
-        if (!readable)
+        if ((mode & 0o004) === 0)
             fail(obj, `${c.name}: volume ${v.name} file ${file} has mode 0${mode.toString(8)} and the pod has ` +
-                `${Number.isInteger(fsGroup) ? `fsGroup ${fsGroup}` : 'no fsGroup'}: uid ${uid} cannot read it`);
+                `no fsGroup: its user (${uid ?? 'the image\'s'}) cannot read it`);
     }
 }
 
