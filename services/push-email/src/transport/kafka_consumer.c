@@ -158,11 +158,19 @@ static int flush_waiting(struct kafka_consumer *kc, int timeout_ms);
 static void drop_waiting(struct kafka_consumer *kc, const rd_kafka_topic_partition_list_t *list);
 
 /* Cooperative-sticky when configured (incremental), eager otherwise. */
+/* rd_kafka_rebalance_protocol(), which is NULL when librdkafka cannot tell (its group
+ * handle is terminating, after a close). */
+static const char *protocol_of(rd_kafka_t *rk)
+{
+    const char *p = rd_kafka_rebalance_protocol(rk);
+    return p != NULL ? p : "UNKNOWN";
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *partitions, void *opaque)
 {
     struct kafka_consumer *kc = opaque;
-    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    bool cooperative = strcmp(protocol_of(rk), "COOPERATIVE") == 0;
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t ret = RD_KAFKA_RESP_ERR_NO_ERROR;
     char n[16];
@@ -183,8 +191,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                           "max", STR(MAX_PARTITIONS), NULL);
             }
         }
-        log_write(LOG_INFO, "partitions assigned", "count", n, "protocol",
-                  rd_kafka_rebalance_protocol(rk), NULL);
+        log_write(LOG_INFO, "partitions assigned", "count", n, "protocol", protocol_of(rk), NULL);
         if (cooperative)
             error = rd_kafka_incremental_assign(rk, partitions);
         else
@@ -1006,8 +1013,9 @@ uint32_t kafka_consumer_max_poll_interval_ms(const struct kafka_consumer *kc)
  * cooperative-sticky (a JoinGroup was answered) but no assignment had come yet: a SIGTERM
  * during the first join would end in SIGABRT instead of exit 0. So a consumer that never
  * had an assignment waits up to FIRST_ASSIGN_WAIT_MS for it, handling nothing (offsets of
- * what it fetches are not stored: read again later). Returns false when the group chose a
- * protocol and still no assignment came: then the handle must not be destroyed. */
+ * what it fetches are not stored: read again later). Returns false when the group chose
+ * cooperative-sticky and still no assignment came: then the handle must not be destroyed.
+ * (Asked before the close: after it librdkafka no longer tells, and returns NULL.) */
 static bool settle_first_assignment(struct kafka_consumer *kc)
 {
     if (kc->assigned_once || rd_kafka_version() >= 0x020300ff)
@@ -1018,7 +1026,7 @@ static bool settle_first_assignment(struct kafka_consumer *kc)
         if (m != NULL)
             rd_kafka_message_destroy(m);
     }
-    return kc->assigned_once || strcmp(rd_kafka_rebalance_protocol(kc->rk), "NONE") == 0;
+    return kc->assigned_once || strcmp(protocol_of(kc->rk), "COOPERATIVE") != 0;
 }
 
 void kafka_consumer_free(struct kafka_consumer *kc)
@@ -1037,8 +1045,6 @@ void kafka_consumer_free(struct kafka_consumer *kc)
     rd_kafka_resp_err_t e = rd_kafka_consumer_close(kc->rk); /* commits stored offsets */
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_write(LOG_WARN, "consumer close", "error", rd_kafka_err2str(e), NULL);
-    destroyable = destroyable &&
-                  (kc->assigned_once || strcmp(rd_kafka_rebalance_protocol(kc->rk), "NONE") == 0);
     if (destroyable)
         rd_kafka_destroy(kc->rk);
     else /* left the group above; the process exits next, which frees it */
