@@ -140,7 +140,7 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
         snprintf(err, errlen, "PUSH_EMAIL_DLQ_TOPIC: must differ from PUSH_EMAIL_TOPIC");
         return -1;
     }
-    if (strncmp(s->smtp_url, "smtp://", 7) != 0 && strncmp(s->smtp_url, "smtps://", 8) != 0) {
+    if (!smtp_sender_url_ok(s->smtp_url)) {
         snprintf(err, errlen, "PUSH_EMAIL_SMTP_URL: must start with smtp:// or smtps://");
         return -1;
     }

@@ -396,6 +396,11 @@ static enum mail_result smtp_send(void *self, const char *from, const char *to, 
     return res;
 }
 
+bool smtp_sender_url_ok(const char *url)
+{
+    return url != NULL && (strncmp(url, "smtp://", 7) == 0 || strncmp(url, "smtps://", 8) == 0);
+}
+
 static const struct mail_sender_ops smtp_sender_ops = {.send = smtp_send};
 
 static char *dup_opt(const char *s)
@@ -428,8 +433,7 @@ struct smtp_sender *smtp_sender_new(const struct smtp_config *cfg, char *err, si
         snprintf(err, errlen, "curl_global_init: %s", curl_easy_strerror(curl_init_rc));
         goto fail;
     }
-    if (cfg->url == NULL ||
-        (strncmp(cfg->url, "smtp://", 7) != 0 && strncmp(cfg->url, "smtps://", 8) != 0)) {
+    if (!smtp_sender_url_ok(cfg->url)) {
         snprintf(err, errlen, "smtp url must start with smtp:// or smtps://");
         goto fail;
     }

@@ -33,6 +33,9 @@ struct smtp_sender;
  * copied. NULL with err filled on failure (libcurl init, out of memory, bad option).
  * Free with smtp_sender_free (closes the connection: QUIT). */
 struct smtp_sender *smtp_sender_new(const struct smtp_config *cfg, char *err, size_t errlen);
+
+/* True when url is one smtp_sender_new accepts: smtp://... or smtps://... */
+bool smtp_sender_url_ok(const char *url);
 void smtp_sender_free(struct smtp_sender *s);
 
 /* The port, valid while s lives. Not thread-safe: one sender per thread. */
