@@ -4,9 +4,10 @@
  * Connections (db_connect): the caller's connect/read/write timeouts, utf8mb4, session
  * time_zone '+00:00', strict sql_mode, innodb_lock_wait_timeout just under the read timeout
  * (a row lock wait surfaces as ER_LOCK_WAIT_TIMEOUT on a healthy connection, not as a lost
- * one), CLIENT_FOUND_ROWS (an UPDATE reports matched rows, so "0 rows" means "no such row",
- * never "same values"), and no automatic reconnect (a silent reconnect would drop the
- * caller's prepared statements: adapters reconnect themselves).
+ * one), English error messages whatever the server's lc_messages (adapters read key names
+ * out of them), CLIENT_FOUND_ROWS (an UPDATE reports matched rows, so "0 rows" means "no
+ * such row", never "same values"), and no automatic reconnect (a silent reconnect would
+ * drop the caller's prepared statements: adapters reconnect themselves).
  *
  * Migrations (db_migrations_apply): the versioned SQL files of a directory (V001__name.sql,
  * ...) are applied once each, in version order, recording version, file name, SHA-256 and
@@ -99,11 +100,14 @@ static int session_setup(MYSQL *db, unsigned io_timeout_s)
      * surfaces as ER_LOCK_WAIT_TIMEOUT on a healthy connection instead of a lost one.
      * autocommit = 1: every write of both services is one statement that must be durable
      * when its OK comes back; a server configured with autocommit=0 (or an init_connect
-     * that sets it) would otherwise leave them in transactions a reconnect rolls back. */
+     * that sets it) would otherwise leave them in transactions a reconnect rolls back.
+     * lc_messages = 'en_US': adapters read the name of a duplicated key out of the error
+     * text, which follows the server's language (a server set to de_DE would turn every
+     * duplicate into a 500), and log lines are read by people who search for them. */
     int n = snprintf(sql, sizeof sql,
                      "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,"
                      "NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', "
-                     "innodb_lock_wait_timeout = %u, autocommit = 1",
+                     "innodb_lock_wait_timeout = %u, autocommit = 1, lc_messages = 'en_US'",
                      lock_wait);
     if (n < 0 || (size_t)n >= sizeof sql) {
         return -1;

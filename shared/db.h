@@ -19,8 +19,9 @@ struct db_config {
     unsigned io_timeout_s;
 };
 
-/* Opens a connection (utf8mb4, UTC session time zone, strict sql_mode, the timeouts),
- * selecting cfg->database when with_database. NULL with errstr filled on failure.
+/* Opens a connection (utf8mb4, UTC session time zone, strict sql_mode, English error
+ * messages, the timeouts), selecting cfg->database when with_database. NULL with errstr
+ * filled on failure.
  * Caller closes with mysql_close. Thread-safe (initialises the library once). */
 struct st_mysql *db_connect(const struct db_config *cfg, bool with_database, char *errstr,
                             size_t errlen);

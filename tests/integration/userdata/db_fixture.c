@@ -115,6 +115,45 @@ out:
     return rc;
 }
 
+int db_fixture_root_exec(const struct db_fixture *f, const char *sql, char *out, size_t outlen)
+{
+    char err[512];
+    int rc = -1;
+    MYSQL_RES *res = NULL;
+    struct db_config root = f->db;
+    root.user = "root";
+    root.password = "";
+    MYSQL *db = db_connect(&root, false, err, sizeof err);
+
+    if (out != NULL && outlen > 0) {
+        out[0] = '\0';
+    }
+    if (db == NULL) {
+        fprintf(stderr, "db_fixture_root_exec: %s\n", err);
+        goto out;
+    }
+    if (mysql_real_query(db, sql, (unsigned long)strlen(sql)) != 0) {
+        fprintf(stderr, "db_fixture_root_exec: %s: %s\n", sql, mysql_error(db));
+        goto out;
+    }
+    res = mysql_store_result(db);
+    if (res != NULL && out != NULL && outlen > 0) {
+        MYSQL_ROW row = mysql_fetch_row(res);
+        if (row != NULL && row[0] != NULL) {
+            snprintf(out, outlen, "%s", row[0]);
+        }
+    }
+    rc = 0;
+out:
+    if (res != NULL) {
+        mysql_free_result(res);
+    }
+    if (db != NULL) {
+        mysql_close(db);
+    }
+    return rc;
+}
+
 long long db_fixture_scalar(const struct db_fixture *f, const char *sql)
 {
     char err[512];

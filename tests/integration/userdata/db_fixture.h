@@ -26,6 +26,12 @@ int db_fixture_init(struct db_fixture *f, const char *tag);
  * f's database. -1 after printing the server's error. */
 int db_fixture_exec(const struct db_fixture *f, int with_database, const char *sql);
 
+/* Runs fixed admin SQL as the test server's root (user root, no password, as
+ * scripts/lib/test-mariadb.sh sets it up), for what the test user may not do (SET GLOBAL).
+ * When out is not NULL it gets the first column of the first row ("" for none or NULL).
+ * -1 after printing why (root cannot log in, say on another server). */
+int db_fixture_root_exec(const struct db_fixture *f, const char *sql, char *out, size_t outlen);
+
 /* Counts rows of a fixed query's first column as an integer (e.g. SELECT COUNT(*)).
  * -1 on error. */
 long long db_fixture_scalar(const struct db_fixture *f, const char *sql);

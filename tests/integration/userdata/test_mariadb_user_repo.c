@@ -7,11 +7,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <mysql.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -480,6 +483,189 @@ static void test_killed_connections_are_replaced_transparently(void **state)
     assert_user_equal(&w, &got);
 }
 
+/* ---- log capture: shared/log writes one line per write(2) to fd 1 */
+
+static int saved_stdout = -1;
+static int capture_fd = -1;
+
+/* Points fd 1 at a fresh temp file until capture_end. */
+static void capture_begin(void)
+{
+    char path[] = "/tmp/test_repo_log_XXXXXX";
+
+    fflush(stdout);
+    capture_fd = mkstemp(path);
+    assert_true(capture_fd >= 0);
+    unlink(path);
+    saved_stdout = dup(STDOUT_FILENO);
+    assert_true(saved_stdout >= 0);
+    assert_true(dup2(capture_fd, STDOUT_FILENO) >= 0);
+}
+
+/* Restores stdout and returns what was written (also echoed to stderr); caller frees. */
+static char *capture_end(void)
+{
+    off_t size;
+    char *buf;
+
+    dup2(saved_stdout, STDOUT_FILENO);
+    close(saved_stdout);
+    size = lseek(capture_fd, 0, SEEK_END);
+    assert_true(size >= 0);
+    buf = malloc((size_t)size + 1);
+    assert_non_null(buf);
+    assert_int_equal(pread(capture_fd, buf, (size_t)size, 0), size);
+    buf[size] = '\0';
+    close(capture_fd);
+    fputs(buf, stderr);
+    return buf;
+}
+
+static size_t count_of(const char *haystack, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = haystack; (p = strstr(p, needle)) != NULL; p += strlen(needle)) {
+        n++;
+    }
+    return n;
+}
+
+/* ---- a server whose messages are not English */
+
+static char saved_lc_messages[64];
+
+/* The session setup asks for English messages, so the duplicated key is found in the
+ * message whatever the server's lc_messages; and the duplicated value, a person's email
+ * or username, is never logged. The server's global lc_messages is set to de_DE for the
+ * test (restored in its teardown): a new connection starts in German. */
+static void test_duplicates_are_told_apart_when_the_server_speaks_german(void **state)
+{
+    struct user a, b, c, other;
+    MYSQL *raw;
+    (void)state;
+
+    if (db_fixture_root_exec(&fx, "SELECT @@GLOBAL.lc_messages", saved_lc_messages,
+                             sizeof saved_lc_messages) != 0 ||
+        saved_lc_messages[0] == '\0') {
+        saved_lc_messages[0] = '\0';
+        skip(); /* no root on this server: cannot change its language */
+    }
+    assert_int_equal(db_fixture_root_exec(&fx, "SET GLOBAL lc_messages = 'de_DE'", NULL, 0), 0);
+
+    /* The premise: a session that does not ask for English gets German. */
+    raw = mysql_init(NULL);
+    assert_non_null(raw);
+    assert_non_null(
+        mysql_real_connect(raw, fx.host, fx.user, fx.password, fx.database, fx.cfg.port, NULL, 0));
+    assert_int_not_equal(mysql_query(raw, "SELECT * FROM no_such_table"), 0);
+    if (strstr(mysql_error(raw), "existiert nicht") == NULL) {
+        fail_msg("the server did not answer in German: %s", mysql_error(raw));
+    }
+    mysql_close(raw);
+
+    /* A new repo: its connections are opened now, under de_DE. */
+    struct mariadb_user_repo *r = mariadb_user_repo_new(&fx.cfg);
+    assert_non_null(r);
+    struct user_repo p = mariadb_user_repo_port(r);
+
+    capture_begin();
+    make_user(&a, "de");
+    enum user_repo_err ins_a = p.ops->insert(p.self, &a);
+    make_user(&b, "de");
+    memcpy(b.username, a.username, sizeof b.username);
+    enum user_repo_err dup_name = p.ops->insert(p.self, &b);
+    make_user(&c, "de");
+    memcpy(c.email, a.email, sizeof c.email);
+    enum user_repo_err dup_email = p.ops->insert(p.self, &c);
+    make_user(&other, "de");
+    enum user_repo_err ins_other = p.ops->insert(p.self, &other);
+    memcpy(other.email, a.email, sizeof other.email);
+    other.version = 2;
+    enum user_repo_err upd_email = p.ops->update(p.self, &other, 1);
+    /* The same id again: a duplicate of no key the repo knows (PRIMARY) is logged, but
+     * without the duplicated value. */
+    make_user(&b, "de");
+    memcpy(b.id, a.id, sizeof b.id);
+    enum user_repo_err dup_id = p.ops->insert(p.self, &b);
+    char *log = capture_end();
+
+    assert_repo(USER_REPO_OK, ins_a);
+    assert_repo(USER_REPO_DUPLICATE_USERNAME, dup_name);
+    assert_repo(USER_REPO_DUPLICATE_EMAIL, dup_email);
+    assert_repo(USER_REPO_OK, ins_other);
+    assert_repo(USER_REPO_DUPLICATE_EMAIL, upd_email);
+    assert_repo(USER_REPO_INTERNAL, dup_id);
+    if (strstr(log, a.email) != NULL || strstr(log, a.username) != NULL ||
+        strstr(log, a.id) != NULL) {
+        fail_msg("a duplicated value was logged: %s", log);
+    }
+    assert_non_null(strstr(log, "PRIMARY")); /* the key is named */
+    free(log);
+    mariadb_user_repo_free(r);
+}
+
+static int restore_lc_messages(void **state)
+{
+    char sql[128];
+    (void)state;
+    if (saved_lc_messages[0] == '\0') {
+        return 0;
+    }
+    /* The saved name came from the server itself (letters and '_'). */
+    snprintf(sql, sizeof sql, "SET GLOBAL lc_messages = '%s'", saved_lc_messages);
+    return db_fixture_root_exec(&fx, sql, NULL, 0) == 0 ? 0 : -1;
+}
+
+/* ---- an outage under load */
+
+/* A local TCP port nobody listens on: bound for a moment by us, then closed. */
+static uint16_t closed_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    assert_int_equal(inet_pton(AF_INET, "127.0.0.1", &a.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* Every call while the database is down fails, but the log gets a bounded number of lines
+ * (at most 10 a minute per kind of message), not one per call. */
+static void test_an_outage_under_load_logs_a_bounded_number_of_lines(void **state)
+{
+    struct mariadb_config cfg = fx.cfg;
+    struct user got;
+    (void)state;
+
+    cfg.host = "127.0.0.1";
+    cfg.port = closed_port();
+    struct mariadb_user_repo *r = mariadb_user_repo_new(&cfg);
+    assert_non_null(r);
+    struct user_repo p = mariadb_user_repo_port(r);
+
+    capture_begin();
+    int unavailable = 0;
+    for (int i = 0; i < 200; i++) {
+        unavailable += p.ops->find(p.self, "00000000-0000-4000-8000-000000000000", &got) ==
+                       USER_REPO_UNAVAILABLE;
+        unavailable += p.ops->ping(p.self) == USER_REPO_UNAVAILABLE;
+    }
+    char *log = capture_end();
+    mariadb_user_repo_free(r);
+
+    assert_int_equal(unavailable, 400);
+    size_t lines = count_of(log, "\"msg\":\"db unavailable\"");
+    if (lines < 1 || lines > 10) {
+        fail_msg("%zu \"db unavailable\" lines for 400 calls", lines);
+    }
+    assert_true(count_of(log, "\n") <= 40); /* nothing else floods either */
+    free(log);
+}
+
 static double seconds_since(const struct timespec *t0)
 {
     struct timespec t1;
@@ -750,6 +936,9 @@ int main(void)
         cmocka_unit_test(test_timestamps_keep_microseconds_in_utc),
         cmocka_unit_test(test_find_of_unknown_id_is_not_found),
         cmocka_unit_test(test_duplicate_username_and_email_are_told_apart),
+        cmocka_unit_test_teardown(test_duplicates_are_told_apart_when_the_server_speaks_german,
+                                  restore_lc_messages),
+        cmocka_unit_test(test_an_outage_under_load_logs_a_bounded_number_of_lines),
         cmocka_unit_test(test_update_checks_the_version),
         cmocka_unit_test(test_update_of_missing_id_is_not_found),
         cmocka_unit_test(test_remove_deletes_once_and_checks_the_version),

@@ -25,7 +25,11 @@
  * a time, which is what the library requires.
  *
  * Errors of the library are mapped to enum user_repo_err here and logged with shared/log.h;
- * password hashes never appear in a log line (no value of a row is ever logged). */
+ * password hashes never appear in a log line (no value of a row is ever logged: a duplicate
+ * is logged by its key name, never by the server's message, which quotes the value). The
+ * lines an outage repeats on every call (db unavailable, pool exhausted, statement errors,
+ * lost connections) are rate-limited: at most 10 a minute of each kind, the next one
+ * telling how many were dropped ("lines_dropped"). */
 #include "datasources/mariadb_user_repo.h"
 
 #include <errno.h>
@@ -141,12 +145,34 @@ static int is_connection_error(unsigned e)
     }
 }
 
+/* While the database is down every request fails the same way: one line per request
+ * would flood the log (and its shipper) under load. At most 10 lines a minute per kind. */
+static struct log_rate unavailable_log_rate = LOG_RATE_INIT(10, 60);
+static struct log_rate exhausted_log_rate = LOG_RATE_INIT(10, 60);
+static struct log_rate db_error_log_rate = LOG_RATE_INIT(10, 60);
+static struct log_rate lost_log_rate = LOG_RATE_INIT(10, 60);
+
+/* True when rate allows a line now; dropped then holds the count of lines it refused since
+ * the last one, as text for the "lines_dropped" field. */
+static int log_allowed(struct log_rate *rate, char dropped[24])
+{
+    unsigned long n = 0;
+    if (!log_rate_allow(rate, &n)) {
+        return 0;
+    }
+    snprintf(dropped, 24, "%lu", n);
+    return 1;
+}
+
 static void log_db_error(const char *op, unsigned e, const char *sqlstate, const char *msg)
 {
-    char num[16];
+    char num[16], dropped[24];
+    if (!log_allowed(&db_error_log_rate, dropped)) {
+        return;
+    }
     snprintf(num, sizeof num, "%u", e);
     log_write(LOG_ERROR, "db error", "op", op, "errno", num, "sqlstate", sqlstate, "error", msg,
-              NULL);
+              "lines_dropped", dropped, NULL);
 }
 
 /* Outcome of one statement-level step. */
@@ -155,7 +181,7 @@ struct step {
     int lost; /* the connection is broken: close it */
 };
 
-/* Maps the statement's current error. dup_key receives nothing here: see map_dup. */
+/* Maps the statement's current error (a duplicate entry goes to map_dup instead). */
 static struct step stmt_failure(const char *op, MYSQL_STMT *st)
 {
     struct step s = {USER_REPO_INTERNAL, 0};
@@ -171,32 +197,61 @@ static struct step stmt_failure(const char *op, MYSQL_STMT *st)
     return s;
 }
 
-/* "Duplicate entry 'x' for key 'uq_users_email'" (MariaDB) or "... for key
- * 'users.uq_users_email'" (MySQL 8): the key name follows the LAST " for key '", since the
- * duplicated value, printed before it, could contain anything. */
-static enum user_repo_err map_dup(const char *msg)
+/* The name of the duplicated key in "Duplicate entry 'x' for key 'uq_users_email'"
+ * (MariaDB) or "... for key 'users.uq_users_email'" (MySQL 8), copied into key (size
+ * bytes; "" when msg is not of that shape). The session speaks English whatever the
+ * server's lc_messages (shared/db.c), so that is the shape. The name follows the LAST
+ * " for key '" and ends the message, since the duplicated value, printed before it, could
+ * contain anything; it is a name from our schema, so it may be logged, the message not. */
+static void dup_key_name(const char *msg, char *key, size_t size)
 {
     static const char marker[] = " for key '";
-    const char *key = NULL;
+    const char *name = NULL;
     const char *p = msg;
+    size_t len;
 
+    key[0] = '\0';
     while ((p = strstr(p, marker)) != NULL) {
-        key = p + sizeof marker - 1;
-        p = key;
+        name = p + sizeof marker - 1;
+        p = name;
     }
-    if (key == NULL) {
-        return USER_REPO_INTERNAL;
+    if (name == NULL) {
+        return;
     }
-    if (strncmp(key, "users.", 6) == 0) {
-        key += 6;
+    len = strlen(name);
+    if (len < 2 || name[len - 1] != '\'' || len - 1 >= size) {
+        return;
     }
-    if (strncmp(key, KEY_USERNAME "'", sizeof KEY_USERNAME) == 0) {
+    memcpy(key, name, len - 1);
+    key[len - 1] = '\0';
+}
+
+/* Maps a duplicate-entry error of op to the key it hit. A key the repo does not know
+ * (PRIMARY: an id collision, which the caller never makes) is INTERNAL and logged by its
+ * name only. */
+static enum user_repo_err map_dup(const char *op, MYSQL_STMT *st)
+{
+    char key[128];
+    const char *name = key;
+
+    dup_key_name(mysql_stmt_error(st), key, sizeof key);
+    if (strncmp(name, "users.", 6) == 0) {
+        name += 6;
+    }
+    if (strcmp(name, KEY_USERNAME) == 0) {
         return USER_REPO_DUPLICATE_USERNAME;
     }
-    if (strncmp(key, KEY_EMAIL "'", sizeof KEY_EMAIL) == 0) {
+    if (strcmp(name, KEY_EMAIL) == 0) {
         return USER_REPO_DUPLICATE_EMAIL;
     }
-    return USER_REPO_INTERNAL; /* PRIMARY: an id collision, which the caller never makes */
+    char num[16], dropped[24];
+    if (log_allowed(&db_error_log_rate, dropped)) {
+        snprintf(num, sizeof num, "%u", (unsigned)ER_DUP_ENTRY);
+        log_write(LOG_ERROR, "db error", "op", op, "errno", num, "sqlstate",
+                  mysql_stmt_sqlstate(st), "error", "duplicate entry for an unexpected key", "key",
+                  key[0] != '\0' ? key : "(not named)", "lines_dropped", dropped, NULL);
+    }
+    return USER_REPO_INTERNAL;
 }
 
 /* ---------------------------------------------------------------- time conversion -- */
@@ -536,7 +591,11 @@ static enum user_repo_err conn_ready(struct mariadb_user_repo *r, struct conn *c
     if (c->db == NULL) {
         c->db = repo_connect(&r->cfg, err, sizeof err);
         if (c->db == NULL) {
-            log_write(LOG_ERROR, "db unavailable", "error", err, NULL);
+            char dropped[24];
+            if (log_allowed(&unavailable_log_rate, dropped)) {
+                log_write(LOG_ERROR, "db unavailable", "error", err, "lines_dropped", dropped,
+                          NULL);
+            }
             return USER_REPO_UNAVAILABLE;
         }
         *fresh = 1;
@@ -572,8 +631,9 @@ static struct conn *pool_checkout(struct mariadb_user_repo *r, unsigned long *ep
         }
     }
     pthread_mutex_unlock(&r->mu);
-    if (c == NULL) {
-        log_write(LOG_ERROR, "db pool exhausted", NULL);
+    char dropped[24];
+    if (c == NULL && log_allowed(&exhausted_log_rate, dropped)) {
+        log_write(LOG_ERROR, "db pool exhausted", "lines_dropped", dropped, NULL);
     }
     return c;
 }
@@ -747,10 +807,7 @@ static struct step op_insert(struct conn *c, void *arg, int attempt)
         }
         goto out;
     }
-    s.err = map_dup(mysql_stmt_error(st));
-    if (s.err == USER_REPO_INTERNAL) {
-        log_db_error("insert", ER_DUP_ENTRY, mysql_stmt_sqlstate(st), mysql_stmt_error(st));
-    }
+    s.err = map_dup("insert", st);
     if (attempt == 1 && a->sent) {
         /* Did our first attempt store the row after all? */
         stored = malloc(sizeof *stored);
@@ -807,10 +864,7 @@ static struct step op_update(struct conn *c, void *arg, int attempt)
     }
     if (mysql_stmt_execute(st) != 0) {
         if (mysql_stmt_errno(st) == ER_DUP_ENTRY) {
-            s.err = map_dup(mysql_stmt_error(st));
-            if (s.err == USER_REPO_INTERNAL) {
-                log_db_error("update", ER_DUP_ENTRY, mysql_stmt_sqlstate(st), mysql_stmt_error(st));
-            }
+            s.err = map_dup("update", st);
             goto out;
         }
         s = stmt_failure("update", st);
@@ -1014,7 +1068,11 @@ static enum user_repo_err repo_run(struct mariadb_user_repo *r, const struct op 
         if (s.err != USER_REPO_UNAVAILABLE || !s.lost || fresh) {
             break;
         }
-        log_write(LOG_WARN, "db connection lost; retrying once", "op", op->name, NULL);
+        char dropped[24];
+        if (log_allowed(&lost_log_rate, dropped)) {
+            log_write(LOG_WARN, "db connection lost; retrying once", "op", op->name,
+                      "lines_dropped", dropped, NULL);
+        }
     }
     return s.err;
 }
