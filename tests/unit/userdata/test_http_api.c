@@ -504,6 +504,99 @@ static void put_patch_if_match_412_and_etag(void **state)
     reply_free(&c);
 }
 
+/* If-Match compares entity-tags byte for byte (RFC 9110 8.8.3.2): "01" is not "1". */
+static void if_match_compares_the_tag_text(void **state)
+{
+    struct fixture *fx = *state;
+    char path[128];
+    struct reply c = create_ana(fx);
+    snprintf(path, sizeof path, "/api/v1/users/%s", jstr(&c, "id"));
+
+    const char *const padded[] = {"Content-Type: application/merge-patch+json",
+                                  "If-Match: \"0001\"", NULL};
+    struct reply r =
+        call(fx, "PATCH", path, fx->token_rw, "{\"full_name\":\"Ana\"}", (size_t)-1, padded);
+    assert_problem(&r, 412);
+    reply_free(&r);
+    const char *const del_padded[] = {"If-Match: \"01\"", NULL};
+    r = call(fx, "DELETE", path, fx->token_rw, NULL, 0, del_padded);
+    assert_problem(&r, 412);
+    reply_free(&r);
+    assert_int_equal(fx->repo.updates + fx->repo.removes, 0);
+
+    const char *const exact[] = {"Content-Type: application/merge-patch+json",
+                                 "If-Match: \"01\", \"1\"", NULL};
+    r = call(fx, "PATCH", path, fx->token_rw, "{\"full_name\":\"Ana\"}", (size_t)-1, exact);
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+    reply_free(&c);
+}
+
+/* A raw control character inside a JSON string is not JSON (RFC 8259 section 7): 400,
+ * whatever the field; escaped, it is text the field rules judge. */
+static void raw_control_characters_in_strings_are_400(void **state)
+{
+    struct fixture *fx = *state;
+    char path[128];
+
+    struct reply r = call(fx, "POST", "/api/v1/users", fx->token_rw,
+                          "{\"username\":\"ben\",\"email\":\"ben@example.com\","
+                          "\"password\":\"correct\x01horse\"}",
+                          (size_t)-1, JSON);
+    assert_problem(&r, 400);
+    reply_free(&r);
+    assert_int_equal(fx->repo.inserts, 0);
+
+    struct reply c = create_ana(fx);
+    snprintf(path, sizeof path, "/api/v1/users/%s", jstr(&c, "id"));
+    r = call(fx, "PATCH", path, fx->token_rw, "{\"address\":\"1 Main St\nSpringfield\"}",
+             (size_t)-1, JSON);
+    assert_problem(&r, 400);
+    reply_free(&r);
+    r = call(fx, "PATCH", path, fx->token_rw, "{\"address\":\"a\tb\"}", (size_t)-1, JSON);
+    assert_problem(&r, 400);
+    reply_free(&r);
+    assert_int_equal(fx->repo.updates, 0);
+
+    r = call(fx, "PATCH", path, fx->token_rw, "{\"address\":\"1 Main St\\nSpringfield\"}",
+             (size_t)-1, JSON);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(&r, "address"), "1 Main St\nSpringfield");
+    reply_free(&r);
+    reply_free(&c);
+}
+
+/* "" for full_name or address is refused (422) instead of being stored as null: a client
+ * that sends "" never reads back something else. */
+static void empty_full_name_or_address_is_422(void **state)
+{
+    struct fixture *fx = *state;
+    char path[128];
+
+    struct reply r = call(fx, "POST", "/api/v1/users", fx->token_rw,
+                          "{\"username\":\"ben\",\"email\":\"ben@example.com\","
+                          "\"password\":\"correct horse\",\"full_name\":\"\"}",
+                          (size_t)-1, JSON);
+    assert_problem(&r, 422);
+    cJSON *errs = cJSON_GetObjectItem(r.json, "errors");
+    assert_int_equal(cJSON_GetArraySize(errs), 1);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(errs, 0), "field")->valuestring,
+                        "full_name");
+    reply_free(&r);
+    assert_int_equal(fx->repo.inserts, 0);
+
+    struct reply c = create_ana(fx);
+    snprintf(path, sizeof path, "/api/v1/users/%s", jstr(&c, "id"));
+    r = call(fx, "PATCH", path, fx->token_rw, "{\"address\":\"\"}", (size_t)-1, JSON);
+    assert_problem(&r, 422);
+    errs = cJSON_GetObjectItem(r.json, "errors");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(errs, 0), "field")->valuestring,
+                        "address");
+    reply_free(&r);
+    assert_int_equal(fx->repo.updates, 0);
+    reply_free(&c);
+}
+
 static void delete_204_then_404(void **state)
 {
     struct fixture *fx = *state;
@@ -1097,6 +1190,74 @@ static void a_chunked_body_over_the_limit_is_413_or_closed_when_far_over(void **
     reply_free(&r);
 }
 
+/* Reads what is left of a response until the server closes the connection: true when it
+ * does (within the 15 s receive timeout), false when it keeps it open. */
+static bool raw_closed(int fd)
+{
+    char buf[4096];
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET))
+            return true;
+        if (n < 0)
+            return false;
+    }
+}
+
+/* Transfer-Encoding and Content-Length together: two framings that a proxy and the server
+ * could read differently (request smuggling). RFC 9112 6.3 says such a message ought to be
+ * handled as an error and 6.1 that the connection must be closed after the answer: 400,
+ * then close, whatever the declared length (never a 413 from a Content-Length that does
+ * not frame the body). */
+static void transfer_encoding_with_content_length_is_400_then_closed(void **state)
+{
+    struct fixture *fx = *state;
+    char head[2600];
+    static const char body[] = "2\r\n{}\r\n0\r\n\r\n";
+    const char *const lengths[] = {"99999999", "2", "13"};
+
+    for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++) {
+        int n = snprintf(head, sizeof head,
+                         "POST /api/v1/users HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+                         "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                         "Content-Length: %s\r\n\r\n",
+                         fx->token_rw, lengths[i]);
+        int fd = raw_connect(fx);
+        assert_true(raw_send(fd, head, (size_t)n));
+        assert_true(raw_send(fd, body, sizeof body - 1));
+        int status = raw_status(fd);
+        if (status != 400)
+            fail_msg("Content-Length %s: got %d, want 400", lengths[i], status);
+        assert_true(raw_closed(fd));
+        close(fd);
+    }
+
+    /* A client that waits for 100 Continue gets its 400 at once, and sends no body. */
+    int n = snprintf(head, sizeof head,
+                     "PATCH /api/v1/users/00000000-0000-4000-8000-000000000001 HTTP/1.1\r\n"
+                     "Host: t\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n"
+                     "Expect: 100-continue\r\n\r\n",
+                     fx->token_rw);
+    int fd = raw_connect(fx);
+    assert_true(raw_send(fd, head, (size_t)n));
+    assert_int_equal(raw_status(fd), 400);
+    assert_true(raw_closed(fd));
+    close(fd);
+    assert_int_equal(fx->repo.inserts + fx->repo.updates + fx->repo.finds, 0);
+
+    /* chunked alone is fine */
+    n = snprintf(head, sizeof head,
+                 "POST /api/v1/users HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+                 "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 "%zx\r\n%s\r\n0\r\n\r\n",
+                 fx->token_rw, strlen(ANA), ANA);
+    fd = raw_connect(fx);
+    assert_true(raw_send(fd, head, (size_t)n));
+    assert_int_equal(raw_status(fd), 201);
+    close(fd);
+}
+
 /* Keep-alive connections held open by one address: the one past the limit is closed. */
 static void one_address_holds_at_most_its_connection_limit(void **state)
 {
@@ -1172,6 +1333,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(bad_bodies_400_413_415_422, setup, teardown),
         cmocka_unit_test_setup_teardown(duplicate_is_409, setup, teardown),
         cmocka_unit_test_setup_teardown(put_patch_if_match_412_and_etag, setup, teardown),
+        cmocka_unit_test_setup_teardown(if_match_compares_the_tag_text, setup, teardown),
+        cmocka_unit_test_setup_teardown(raw_control_characters_in_strings_are_400, setup, teardown),
+        cmocka_unit_test_setup_teardown(empty_full_name_or_address_is_422, setup, teardown),
         cmocka_unit_test_setup_teardown(delete_204_then_404, setup, teardown),
         cmocka_unit_test_setup_teardown(other_methods_405_with_allow, setup, teardown),
         cmocka_unit_test_setup_teardown(list_with_paging_and_bad_params, setup, teardown),
@@ -1197,6 +1361,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             a_chunked_body_over_the_limit_is_413_or_closed_when_far_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(transfer_encoding_with_content_length_is_400_then_closed,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(one_address_holds_at_most_its_connection_limit, setup,
                                         teardown),
     };

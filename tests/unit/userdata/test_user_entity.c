@@ -237,6 +237,38 @@ static void full_name_counts_characters_not_bytes(void **state)
     assert_true(user_fields_validate(&f, USER_WRITE_CREATE, today(), &errs));
 }
 
+/* "" is neither a name nor an address: none is said with null (openapi.yaml: minLength 1),
+ * so that a client never sends "" and reads back null. */
+static void empty_full_name_and_address_are_refused(void **state)
+{
+    (void)state;
+    struct user_fields f = full_create();
+    struct field_errors errs = {0};
+
+    f.full_name = "";
+    f.address = "";
+    assert_false(user_fields_validate(&f, USER_WRITE_CREATE, today(), &errs));
+    assert_int_equal(errs.n, 2);
+    assert_true(has_error(&errs, "full_name"));
+    assert_true(has_error(&errs, "address"));
+
+    memset(&f, 0, sizeof f);
+    memset(&errs, 0, sizeof errs);
+    f.present = USER_F_ADDRESS;
+    f.address = "";
+    assert_false(user_fields_validate(&f, USER_WRITE_PATCH, today(), &errs));
+    assert_true(has_error(&errs, "address"));
+
+    /* null clears them; one space is text */
+    memset(&errs, 0, sizeof errs);
+    f.present = f.null = USER_F_FULL_NAME | USER_F_ADDRESS;
+    assert_true(user_fields_validate(&f, USER_WRITE_PATCH, today(), &errs));
+    f.null = 0;
+    f.full_name = " ";
+    f.address = " ";
+    assert_true(user_fields_validate(&f, USER_WRITE_PATCH, today(), &errs));
+}
+
 static void patch_null_rules(void **state)
 {
     (void)state;
@@ -343,6 +375,7 @@ int main(void)
         cmocka_unit_test(every_bad_field_is_reported),
         cmocka_unit_test(full_name_refuses_header_injection),
         cmocka_unit_test(full_name_counts_characters_not_bytes),
+        cmocka_unit_test(empty_full_name_and_address_are_refused),
         cmocka_unit_test(patch_null_rules),
         cmocka_unit_test(replace_without_password_is_valid),
         cmocka_unit_test(apply_follows_the_write_mode),

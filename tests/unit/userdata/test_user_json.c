@@ -90,6 +90,72 @@ static void escaped_backslash_before_u0000_text_is_fine(void **state)
     cJSON_Delete(tree);
 }
 
+/* RFC 8259 section 7: a control character (U+0000..U+001F) inside a string must be escaped;
+ * raw, the body is not JSON, whatever cJSON tolerates. Between tokens, whitespace (tab,
+ * LF, CR) is fine. */
+static void raw_control_characters_in_strings_are_400(void **state)
+{
+    (void)state;
+    struct field_errors errs = {0};
+    struct user_fields f;
+
+    assert_int_equal(PARSE("{\"password\":\"correct\x01horse\"}", &f, &errs), USER_JSON_MALFORMED);
+    assert_int_equal(PARSE("{\"address\":\"1 Main St\nSpringfield\"}", &f, &errs),
+                     USER_JSON_MALFORMED);
+    assert_int_equal(PARSE("{\"address\":\"a\tb\"}", &f, &errs), USER_JSON_MALFORMED);
+    assert_int_equal(PARSE("{\"address\":\"a\rb\"}", &f, &errs), USER_JSON_MALFORMED);
+    assert_int_equal(PARSE("{\"full_name\":\"x\x1f\"}", &f, &errs), USER_JSON_MALFORMED);
+    assert_int_equal(PARSE("{\"user\x02name\":\"ana\"}", &f, &errs), USER_JSON_MALFORMED);
+    /* between tokens only tab, LF, CR (and space) are whitespace */
+    assert_int_equal(PARSE("{\x01\"username\":\"ana\"}", &f, &errs), USER_JSON_MALFORMED);
+    assert_int_equal(PARSE("{\"username\":\"ana\"}\x0b", &f, &errs), USER_JSON_MALFORMED);
+    /* after an escaped quote the string goes on: still inside it */
+    assert_int_equal(PARSE("{\"full_name\":\"a\\\"\x01\"}", &f, &errs), USER_JSON_MALFORMED);
+    assert_int_equal(errs.n, 0);
+
+    /* escaped, the same characters are text; whitespace between tokens is whitespace */
+    assert_int_equal(
+        PARSE("{\n\t\"address\" :\r\n \"1 Main St\\nSpringfield\\t\\u0001\"\n}\n", &f, &errs),
+        USER_JSON_OK);
+    assert_int_equal(PARSE("{\"full_name\":\"a\\\\\",\"address\":\"\\\"\"}", &f, &errs),
+                     USER_JSON_OK);
+    assert_int_equal(errs.n, 0);
+}
+
+/* A body's strings (the plain password among them) are zeroed before the tree is freed. */
+static void wipe_zeroes_every_string_of_the_body(void **state)
+{
+    (void)state;
+    const char body[] = "{\"username\":\"ana\",\"password\":\"correct horse\","
+                        "\"password\":\"second copy\",\"x\":[\"nested secret\",{\"k\":\"v\"}]}";
+    struct field_errors errs = {0};
+    struct user_fields f;
+    cJSON *tree = NULL;
+    char detail[128];
+
+    assert_int_equal(
+        user_json_parse(body, sizeof body - 1, &tree, &f, &errs, detail, sizeof detail),
+        USER_JSON_INVALID); /* the repeated password and the unknown field */
+    assert_non_null(tree);
+    const char *pw = f.password;
+    size_t pw_len = strlen(pw);
+    cJSON *second = tree->child->next->next;
+    const char *pw2 = second->valuestring;
+    size_t pw2_len = strlen(pw2);
+    const char *nested = cJSON_GetArrayItem(cJSON_GetObjectItem(tree, "x"), 0)->valuestring;
+    size_t nested_len = strlen(nested);
+
+    user_json_wipe(tree);
+    for (size_t i = 0; i < pw_len; i++)
+        assert_int_equal(pw[i], 0);
+    for (size_t i = 0; i < pw2_len; i++)
+        assert_int_equal(pw2[i], 0);
+    for (size_t i = 0; i < nested_len; i++)
+        assert_int_equal(nested[i], 0);
+    cJSON_Delete(tree);
+    user_json_wipe(NULL); /* nothing to do */
+}
+
 static void wrong_types_unknown_and_repeated_fields_are_422(void **state)
 {
     (void)state;
@@ -199,6 +265,27 @@ static void if_match_values(void **state)
         http_headers_parse_if_match("\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"", &m));
 }
 
+/* RFC 9110 8.8.3.2: strong comparison is byte for byte. The server's ETags are decimal
+ * versions without leading zeros, so "03" or "+3" names no version the server sent. */
+static void if_match_compares_tags_not_numbers(void **state)
+{
+    (void)state;
+    struct users_if_match m;
+
+    assert_true(http_headers_parse_if_match("\"0001\"", &m));
+    assert_int_equal(m.kind, USERS_IF_MATCH_LIST);
+    assert_int_equal(m.n, 0); /* well formed, matches nothing */
+    assert_true(http_headers_parse_if_match("\"01\", \"00\", \"+1\", \"1.0\"", &m));
+    assert_int_equal(m.n, 0);
+    assert_true(http_headers_parse_if_match("\"01\", \"1\", \"10\"", &m));
+    assert_int_equal(m.n, 2);
+    assert_int_equal(m.versions[0], 1);
+    assert_int_equal(m.versions[1], 10);
+    assert_true(
+        http_headers_parse_if_match("\"18446744073709551616\", \"000000000000000000001\"", &m));
+    assert_int_equal(m.n, 0); /* past UINT64_MAX; 21 characters */
+}
+
 static void content_type_values(void **state)
 {
     (void)state;
@@ -223,11 +310,14 @@ int main(void)
         cmocka_unit_test(well_formed_body_maps_every_field),
         cmocka_unit_test(malformed_bodies_are_400),
         cmocka_unit_test(escaped_backslash_before_u0000_text_is_fine),
+        cmocka_unit_test(raw_control_characters_in_strings_are_400),
+        cmocka_unit_test(wipe_zeroes_every_string_of_the_body),
         cmocka_unit_test(wrong_types_unknown_and_repeated_fields_are_422),
         cmocka_unit_test(read_only_fields_are_ignored),
         cmocka_unit_test(deep_nesting_does_not_crash),
         cmocka_unit_test(response_hides_the_hash_and_shows_nulls),
         cmocka_unit_test(if_match_values),
+        cmocka_unit_test(if_match_compares_tags_not_numbers),
         cmocka_unit_test(content_type_values),
     };
     return cmocka_run_group_tests_name("user json and headers", tests, NULL, NULL);

@@ -238,13 +238,17 @@ bool user_status_parse(const char *s, enum user_status *out)
     return false;
 }
 
-/* Checks a free text field: UTF-8, no controls (newlines only where allowed), length. */
+/* Checks a free text field: not empty, UTF-8, no controls (newlines only where allowed),
+ * length. "" is refused rather than stored as none: none is null, and a client that sent ""
+ * would otherwise read back null. */
 static void check_text(const char *field, const char *v, size_t max_cp, bool multiline,
                        struct field_errors *errs)
 {
     char msg[96];
 
-    if (!utf8_valid(v, strlen(v))) {
+    if (v[0] == '\0') {
+        field_errors_add(errs, field, "must not be empty (null means none)");
+    } else if (!utf8_valid(v, strlen(v))) {
         field_errors_add(errs, field, "must be valid UTF-8");
     } else if (utf8_has_controls(v, multiline)) {
         field_errors_add(errs, field,

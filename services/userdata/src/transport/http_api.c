@@ -81,6 +81,7 @@ struct request {
     size_t len;
     size_t cap;
     bool too_large;
+    bool framing_conflict; /* Transfer-Encoding and Content-Length both given: 400 + close */
     bool admitted;         /* admit() passed */
     struct write_job *job; /* a write queued for a password lane, freed at completion */
     struct timespec start;
@@ -88,6 +89,23 @@ struct request {
     char method[8];
     char path[128]; /* for the access log; cut when longer */
 };
+
+/* Frees the request body, zeroed first: it may hold a plain password. */
+static void request_body_free(struct request *req)
+{
+    if (req->body != NULL)
+        explicit_bzero(req->body, req->cap);
+    free(req->body);
+    req->body = NULL;
+    req->cap = 0;
+}
+
+/* Frees a parsed body (NULL is fine), its strings zeroed first: the plain password. */
+static void body_tree_free(cJSON *tree)
+{
+    user_json_wipe(tree);
+    cJSON_Delete(tree);
+}
 
 static const char *status_title(unsigned status)
 {
@@ -214,6 +232,16 @@ static enum MHD_Result send_user(struct MHD_Connection *conn, struct request *re
     snprintf(etag, sizeof etag, "\"%llu\"", (unsigned long long)u->version);
     snprintf(location, sizeof location, "%s%s", API_USERS_PREFIX, u->id);
     return send_json(conn, req, status, user_json_from_user(u), "application/json", h);
+}
+
+/* RFC 9112 6.3: a request with both Transfer-Encoding and Content-Length (two framings a
+ * proxy and this server could read differently: request smuggling) ought to be handled as
+ * an error; 6.1: the connection must be closed after the answer. */
+static enum MHD_Result send_framing_conflict(struct MHD_Connection *conn, struct request *req)
+{
+    const struct header h[] = {{MHD_HTTP_HEADER_CONNECTION, "close"}, {NULL, NULL}};
+    return send_problem(conn, req, 400,
+                        "Transfer-Encoding and Content-Length must not be sent together", NULL, h);
 }
 
 static enum MHD_Result send_busy(struct MHD_Connection *conn, struct request *req)
@@ -380,10 +408,8 @@ static void write_job_free(struct write_job *job)
         return;
     /* The plain password (in the body's tree) and the new hash go as the interactor's own
      * copies do: wiped. */
-    if (job->f.password != NULL)
-        explicit_bzero((char *)job->f.password, strlen(job->f.password));
     explicit_bzero(&job->user, sizeof job->user);
-    cJSON_Delete(job->tree);
+    body_tree_free(job->tree);
     free(job->id);
     free(job);
 }
@@ -398,7 +424,7 @@ static enum MHD_Result queue_write(struct http_api *api, struct MHD_Connection *
     struct write_job *job = calloc(1, sizeof *job);
     if (job == NULL || (id != NULL && (job->id = strdup(id)) == NULL)) {
         free(job);
-        cJSON_Delete(tree);
+        body_tree_free(tree);
         return send_problem(conn, req, 500, "out of memory", NULL, NULL);
     }
     job->conn = conn;
@@ -515,8 +541,9 @@ static enum MHD_Result write_user(struct http_api *api, struct MHD_Connection *c
     enum users_result r = run_write(api->users, id, is_patch, &f, &pre, &u, &errs);
     ret = r == USERS_OK ? send_user(conn, req, id == NULL ? 201 : 200, &u)
                         : send_failure(conn, req, r, &errs);
+    explicit_bzero(&u, sizeof u); /* the password hash */
 out:
-    cJSON_Delete(tree);
+    body_tree_free(tree);
     return ret;
 }
 
@@ -662,7 +689,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = req;
         const char *cl = header_value(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
         const char *expect = header_value(conn, MHD_HTTP_HEADER_EXPECT);
+        bool expects_continue = expect != NULL && strcasecmp(expect, "100-continue") == 0;
         bool far_over = false;
+        if (cl != NULL && header_value(conn, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL) {
+            /* The body is framed by Transfer-Encoding (MHD reads the chunks), so the
+             * Content-Length says nothing about its size: 400 and close, once the body is
+             * in (a client still sending would read a reset) or at once when it waits for
+             * 100 Continue. */
+            req->framing_conflict = true;
+            return expects_continue ? send_framing_conflict(conn, req) : MHD_YES;
+        }
         if (cl != NULL) { /* MHD itself refuses one that does not parse or overflows */
             char *end = NULL;
             errno = 0;
@@ -671,7 +707,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             far_over =
                 req->too_large && (errno != 0 || *end != '\0' || n - api->max_body > DRAIN_MAX);
         }
-        if (far_over || (expect != NULL && strcasecmp(expect, "100-continue") == 0)) {
+        if (far_over || expects_continue) {
             bool ok = false;
             enum MHD_Result ret = admit(api, conn, req, url, method, &ok);
             return ok ? MHD_YES : ret;
@@ -681,17 +717,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (req->too_large || n > api->max_body - req->len) {
+        if (req->too_large || req->framing_conflict || n > api->max_body - req->len) {
             /* A declared size a little over the limit (sent without waiting for 100
-             * Continue), or a chunked body found too large. MHD cannot answer in the middle
-             * of a body: drop it and answer 413 at its end, unless it goes on past
-             * DRAIN_MAX, when the connection is closed so that one client cannot send for
-             * ever. */
-            if (!req->too_large) {
+             * Continue), a chunked body found too large, or one that gets 400 for its
+             * framing. MHD cannot answer in the middle of a body: drop it and answer 413
+             * (400) at its end, unless it goes on past DRAIN_MAX, when the connection is
+             * closed so that one client cannot send for ever. */
+            if (!req->too_large && !req->framing_conflict) {
                 req->too_large = true;
-                free(req->body);
-                req->body = NULL;
-                req->cap = 0;
+                request_body_free(req);
             }
             req->len = n > SIZE_MAX - req->len ? SIZE_MAX : req->len + n; /* bytes seen */
             if (req->len > api->max_body && req->len - api->max_body > DRAIN_MAX) {
@@ -708,9 +742,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             size_t cap = req->cap ? req->cap : 1024;
             while (cap < req->len + n)
                 cap *= 2;
-            char *b = realloc(req->body, cap);
+            /* not realloc: the old buffer may hold a password and is wiped before it goes */
+            char *b = malloc(cap);
             if (b == NULL)
                 return MHD_NO;
+            if (req->len > 0)
+                memcpy(b, req->body, req->len);
+            request_body_free(req);
             req->body = b;
             req->cap = cap;
         }
@@ -720,6 +758,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (req->job != NULL) /* resumed: a password lane ran the write */
         return answer_queued_write(conn, req);
+    if (req->framing_conflict)
+        return send_framing_conflict(conn, req);
     const char *id;
     if (!req->admitted) {
         bool ok = false;
@@ -772,7 +812,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         api->lane_pending--;
         pthread_mutex_unlock(&api->lane_mu);
     }
-    free(req->body);
+    request_body_free(req);
     free(req);
     *con_cls = NULL;
 }

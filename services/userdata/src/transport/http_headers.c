@@ -14,8 +14,10 @@ static const char *skip_ows(const char *p)
     return p;
 }
 
-/* Parses one entity-tag at *pp; a strong tag holding a decimal version sets *version and
- * *usable; weak or non-numeric tags are well formed but never match (*usable false). */
+/* Parses one entity-tag at *pp. A strong tag that is, byte for byte, an ETag the server
+ * sends (a version in decimal, without leading zeros) sets *version and *usable: comparing
+ * versions is then the strong comparison of RFC 9110 8.8.3.2. Weak tags and any other
+ * opaque tag ("03", "+3", "x") are well formed but never match (*usable false). */
 static bool parse_etag(const char **pp, uint64_t *version, bool *usable)
 {
     const char *p = *pp;
@@ -39,7 +41,7 @@ static bool parse_etag(const char **pp, uint64_t *version, bool *usable)
         return false;
     size_t len = (size_t)(p - start);
     *usable = false;
-    if (!weak && len > 0 && len <= 20) {
+    if (!weak && len > 0 && len <= 20 && (start[0] != '0' || len == 1)) {
         bool digits = true;
         for (size_t i = 0; i < len; i++)
             digits = digits && isdigit((unsigned char)start[i]);

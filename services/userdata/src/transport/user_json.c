@@ -9,29 +9,59 @@
 
 #include "entities/utf8.h"
 
-/* cJSON turns the escape \u0000 into a NUL that would silently cut a string short, so
- * such bodies are refused before parsing. Walks string literals escape by escape. */
-static bool has_escaped_nul(const char *s, size_t len)
+/* What cJSON lets through but must not pass, found by walking the body token by token
+ * (string literals escape by escape): a raw control character (U+0000..U+001F) inside a
+ * string, which RFC 8259 section 7 says must be escaped, or between tokens other than the
+ * JSON whitespace tab, LF and CR (cJSON skips any byte up to space there): not JSON; and
+ * the escape \u0000, which cJSON turns into a NUL that would silently cut a string short.
+ * Returns the client-safe reason, NULL when there is none. */
+static const char *lexical_problem(const char *s, size_t len)
 {
+    static const char control[] = "the request body is not valid JSON: a control character "
+                                  "in a string must be escaped";
     bool in_string = false;
 
     for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
         if (!in_string) {
-            if (s[i] == '"')
+            if (c == '"')
                 in_string = true;
+            else if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
+                return "the request body is not valid JSON";
             continue;
         }
-        if (s[i] == '"') {
+        if (c < 0x20)
+            return control;
+        if (c == '"') {
             in_string = false;
-        } else if (s[i] == '\\') {
+        } else if (c == '\\') {
             if (i + 1 >= len)
-                return false;
+                return NULL; /* unterminated: cJSON refuses it */
+            if ((unsigned char)s[i + 1] < 0x20)
+                return control;
             if (s[i + 1] == 'u' && i + 5 < len && memcmp(s + i + 2, "0000", 4) == 0)
-                return true;
+                return "strings must not contain \\u0000";
             i++; /* skip the escaped character */
         }
     }
-    return false;
+    return NULL;
+}
+
+void user_json_wipe(struct cJSON *tree)
+{
+    for (cJSON *item = tree; item != NULL; item = item->next) {
+        if (item->valuestring != NULL)
+            explicit_bzero(item->valuestring, strlen(item->valuestring));
+        if (item->child != NULL)
+            user_json_wipe(item->child); /* depth bounded by cJSON's nesting limit */
+    }
+}
+
+/* Frees a tree that may hold a body's secrets. */
+static void tree_free(cJSON *tree)
+{
+    user_json_wipe(tree);
+    cJSON_Delete(tree);
 }
 
 struct field_slot {
@@ -87,8 +117,9 @@ enum user_json_result user_json_parse(const char *body, size_t len, struct cJSON
         snprintf(detail, detail_len, "the request body is not valid UTF-8");
         return USER_JSON_MALFORMED;
     }
-    if (has_escaped_nul(body, len)) {
-        snprintf(detail, detail_len, "strings must not contain \\u0000");
+    const char *problem = lexical_problem(body, len);
+    if (problem != NULL) {
+        snprintf(detail, detail_len, "%s", problem);
         return USER_JSON_MALFORMED;
     }
     root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
@@ -99,12 +130,12 @@ enum user_json_result user_json_parse(const char *body, size_t len, struct cJSON
     while (end != NULL && end < body + len && strchr(" \t\r\n", *end) != NULL)
         end++;
     if (end != body + len) {
-        cJSON_Delete(root);
+        tree_free(root);
         snprintf(detail, detail_len, "unexpected data after the JSON value");
         return USER_JSON_MALFORMED;
     }
     if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
+        tree_free(root);
         snprintf(detail, detail_len, "the request body must be a JSON object");
         return USER_JSON_MALFORMED;
     }
