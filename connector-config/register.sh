@@ -23,6 +23,8 @@
 #   CONNECT_URL        Connect REST base URL (default http://127.0.0.1:8083)
 #   REGISTER_TIMEOUT   seconds to wait for Connect, then for RUNNING (default 120 each)
 #   REGISTER_STABLE_S  seconds the connector must stay RUNNING to count (default 3)
+#   REGISTER_SETTLE_S  after a PUT or a restart, seconds during which a FAILED state is
+#                      not final while it may still be the old one (default 30; see 3.)
 #
 # Exit status: 0 RUNNING; 1 failed (prints the connector's and tasks' traces); 2 usage.
 set -euo pipefail
@@ -33,6 +35,7 @@ CONNECT_URL="${CONNECT_URL:-http://127.0.0.1:8083}"
 CONNECT_URL="${CONNECT_URL%/}"
 TIMEOUT="${REGISTER_TIMEOUT:-120}"
 STABLE_S="${REGISTER_STABLE_S:-3}"
+SETTLE_S="${REGISTER_SETTLE_S:-30}"
 
 say() { printf 'register: %s\n' "$*" >&2; }
 die() {
@@ -80,6 +83,20 @@ if ! jq -e --arg c "$CLASS" 'any(.[]; .class == $c)' <<<"$HTTP_BODY" >/dev/null;
     die "plugin $CLASS is not installed in this worker (plugin.path); installed: $(jq -r '[.[].class] | join(", ")' <<<"$HTTP_BODY")"
 fi
 
+# failure_sig STATUS_JSON: the FAILED parts with their traces, one a line ("" if none).
+failure_sig() {
+    jq -r '[.connector + {id: "connector"}, .tasks[]] | map(select(.state == "FAILED"))
+           | map("\(.id) \(.worker_id) \(.trace // "")") | sort | join("\n")' <<<"$1" 2>/dev/null || true
+}
+
+# The failed parts Connect reports now: after a PUT or a restart, Connect writes the new
+# status asynchronously, so for a while the status can still show these old failures.
+stale_failure() {
+    if http GET "/connectors/$NAME/status" && [ "$HTTP_CODE" = 200 ]; then
+        failure_sig "$HTTP_BODY"
+    fi
+}
+
 # 2. Create or update, only when the config differs.
 http GET "/connectors/$NAME/config" || die "GET /connectors/$NAME/config failed"
 case "$HTTP_CODE" in
@@ -96,7 +113,9 @@ case "$HTTP_CODE" in
 *) die "GET /connectors/$NAME/config: HTTP $HTTP_CODE: $HTTP_BODY" ;;
 esac
 
+stale=""
 if [ "$CHANGED" = 1 ]; then
+    stale="$(stale_failure)"
     http PUT "/connectors/$NAME/config" "$DESIRED" || die "PUT /connectors/$NAME/config failed"
     case "$HTTP_CODE" in
     201) say "connector $NAME: created" ;;
@@ -116,8 +135,13 @@ print_failure() {
 
 # 3. Wait until the connector and all its tasks are RUNNING, and stay so for STABLE_S
 #    (a task that cannot reach the database fails a moment after it starts).
+#    After a PUT or a restart, a FAILED state is final only once it cannot be the old one
+#    still being reported: when everything has been RUNNING since, when its trace differs
+#    from the failure seen before (or there was none), or after SETTLE_S seconds.
 deadline=$((SECONDS + TIMEOUT))
 restarted=$CHANGED
+settle_until=-1
+[ "$CHANGED" = 1 ] && settle_until=$((SECONDS + SETTLE_S))
 running_since=-1
 status=""
 while :; do
@@ -130,17 +154,28 @@ while :; do
         if [ "$failed" -gt 0 ]; then
             if [ "$restarted" = 0 ]; then
                 say "connector $NAME has failed parts with an unchanged config; restarting them once"
+                stale="$(failure_sig "$status")"
                 http POST "/connectors/$NAME/restart?includeTasks=true&onlyFailed=true" "" ||
                     die "POST restart failed"
                 restarted=1
+                settle_until=$((SECONDS + SETTLE_S))
                 running_since=-1
                 sleep 1
+                continue
+            fi
+            if [ "$SECONDS" -lt "$settle_until" ] && [ "$SECONDS" -lt "$deadline" ] && [ -n "$stale" ] &&
+                [ "$(failure_sig "$status")" = "$stale" ]; then
+                # Possibly the failure from before the PUT/restart, not yet overwritten.
+                running_since=-1
+                sleep 0.5
                 continue
             fi
             print_failure "$status"
             die "connector $NAME FAILED"
         fi
         if [ "$cstate" = RUNNING ] && [ "$ntasks" -ge 1 ] && [ "$notrunning" = 0 ]; then
+            # Everything RUNNING since the PUT/restart: a FAILED seen from now on is new.
+            settle_until=-1
             [ "$running_since" -ge 0 ] || running_since=$SECONDS
             if [ $((SECONDS - running_since)) -ge "$STABLE_S" ]; then
                 say "connector $NAME and its $ntasks task(s) are RUNNING"

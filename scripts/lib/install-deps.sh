@@ -3,8 +3,17 @@
 # Idempotent: asks dpkg which packages are missing and only then runs
 # `apt-get update` (once) and `apt-get install` for those.
 #
-# Usage: scripts/lib/install-deps.sh [EXTRA_PACKAGE ...]
+# Usage: scripts/lib/install-deps.sh [--check] [EXTRA_PACKAGE ...]
+#   --check   only ask dpkg: print the missing packages (one a line) and exit 1 when some
+#             are missing, 0 when none; installs nothing, no apt-get, no npm (scripts/stack
+#             runs this on every `up`)
 set -euo pipefail
+
+check_only=0
+if [ "${1:-}" = --check ]; then
+    check_only=1
+    shift
+fi
 
 PACKAGES=(
     build-essential cmake pkg-config
@@ -28,12 +37,25 @@ is_installed() {
     [[ "$status" == "install ok installed" ]]
 }
 
+# One dpkg-query for the whole list (this runs on every `scripts/stack up`).
+declare -A installed=()
+while IFS=$'\t' read -r pkg status; do
+    [[ "$status" == "install ok installed" ]] && installed[$pkg]=1
+done < <(dpkg-query -W -f='${Package}\t${Status}\n' "${PACKAGES[@]}" 2>/dev/null || true)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-    if ! is_installed "$pkg"; then
+    if [[ -z "${installed[$pkg]:-}" ]]; then
         missing+=("$pkg")
     fi
 done
+
+if ((check_only)); then
+    if ((${#missing[@]} > 0)); then
+        printf '%s\n' "${missing[@]}"
+        exit 1
+    fi
+    exit 0
+fi
 
 # tests/k8s: kubernetes-models and yaml, pinned by its package-lock.json (npm registry).
 npm_deps() {

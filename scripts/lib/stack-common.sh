@@ -12,19 +12,24 @@
 #   STACK_SMTP_PORT      maildev SMTP (1025)       STACK_SMTP_HTTP_PORT  maildev HTTP (1080)
 #   STACK_USERDATA_PORT  userdata (8080)           STACK_PUSH_EMAIL_PORT push-email health (8081)
 #   STACK_BUILD_DIR      cmake build dir for the services (default build)
-#   STACK_USERDATA_BIN   userdata binary (default $STACK_BUILD_DIR/services/userdata/userdata)
+#   STACK_USERDATA_BIN   userdata binary (default $STACK_BUILD_DIR/services/userdata/userdata,
+#                        built incrementally on every `up`; one named here is used as is)
+#   STACK_PUSH_EMAIL_BIN push-email binary (likewise, default .../services/push-email/push-email)
 #   STACK_SKIP           parts not to start, space or comma separated (e.g. "maildev,push-email")
 #   STACK_START_TIMEOUT  seconds each part may take to become ready (default 120)
 #   STACK_KAFKA_HEAP     broker heap (default "-Xms128m -Xmx512m")
 #   STACK_CONNECT_HEAP   Connect worker heap (default "-Xms128m -Xmx768m")
 #   STACK_CONNECTOR      connector JSON to register (default connector-config/userdata-cdc.mariadb.json)
 
-STACK_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# Physical paths (pwd -P): part_pid compares STACK_DIR with /proc/PID/cwd, which the
+# kernel reports without symlinks; a checkout or STACK_DIR reached through a symlink
+# must compare equal.
+STACK_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 STACK_DIR="${STACK_DIR:-$STACK_REPO/.stack}"
 STACK_CACHE="${STACK_CACHE:-$STACK_REPO/.cache/stack}"
 mkdir -p "$STACK_DIR" "$STACK_CACHE"
-STACK_DIR="$(cd "$STACK_DIR" && pwd)"
-STACK_CACHE="$(cd "$STACK_CACHE" && pwd)"
+STACK_DIR="$(cd "$STACK_DIR" && pwd -P)"
+STACK_CACHE="$(cd "$STACK_CACHE" && pwd -P)"
 
 DB_PORT="${STACK_DB_PORT:-3307}"
 KAFKA_PORT="${STACK_KAFKA_PORT:-9092}"
@@ -110,6 +115,21 @@ fail_part() {
     exit 1
 }
 
+# clean_env: sets CLEAN_ENV to `-u NAME` for every exported USERDATA_* and PUSH_EMAIL_*
+# variable, for `env "${CLEAN_ENV[@]}" SETTINGS... SERVICE`: the services then see only
+# the settings this stack gives them, not the caller's (a USERDATA_DB_PASSWORD exported
+# for "userdata by hand" next to the stack's USERDATA_DB_PASSWORD_FILE makes the service
+# exit 2: both NAME and NAME_FILE set).
+clean_env() {
+    CLEAN_ENV=()
+    local v
+    for v in $(compgen -e); do
+        case "$v" in
+        USERDATA_* | PUSH_EMAIL_*) CLEAN_ENV+=(-u "$v") ;;
+        esac
+    done
+}
+
 # launch PART CMD...: starts CMD in the background from $STACK_DIR/PART, in its own
 # session (it outlives this shell and a Ctrl-C in it), stdout+stderr appended to the
 # part's log; records the pid.
@@ -192,13 +212,20 @@ secret() {
 
 java_cp() { echo "$KAFKA_LIBS/*"; }
 
+# sed_repl TEXT: TEXT escaped for the replacement of a sed s|...|...| command (\, & and
+# the | delimiter lose their meaning). A newline cannot be in a value.
+sed_repl() {
+    case "$1" in *$'\n'*) die "render: a newline in a value is not supported: $1" ;; esac
+    printf '%s\n' "$1" | sed -e 's/[\\|&]/\\&/g'
+}
+
 # render TEMPLATE OUT VAR...: copies TEMPLATE to OUT replacing @VAR@ with $VAR.
 render() {
     local tpl="$1" out="$2"
     shift 2
     local args=() v
     for v in "$@"; do
-        args+=(-e "s|@$v@|${!v}|g")
+        args+=(-e "s|@$v@|$(sed_repl "${!v}")|g")
     done
     sed "${args[@]}" "$tpl" >"$out.tmp"
     if grep -q '@[A-Z_]*@' "$out.tmp"; then

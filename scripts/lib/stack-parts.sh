@@ -127,8 +127,12 @@ start_kafka() {
 }
 
 kafka_ready_check() {
-    port_open "$KAFKA_PORT" &&
-        kcat -b "$HOST:$KAFKA_PORT" -L -m 2 2>/dev/null | grep -q '1 brokers:'
+    local md
+    port_open "$KAFKA_PORT" || return 1
+    # Captured, not piped into grep -q: with pipefail, grep -q exiting at the first match
+    # makes kcat die of SIGPIPE on a long listing (many topics), and the check fail.
+    md="$(kcat -b "$HOST:$KAFKA_PORT" -L -m 2 2>/dev/null)" || return 1
+    grep -q '1 brokers:' <<<"$md"
 }
 
 ready_kafka() {
@@ -208,13 +212,27 @@ ensure_jwt_secret() {
     fi
 }
 
+# stop_if_rebuilt PART BINARY: stops PART when it runs a binary other than BINARY's
+# current file (rebuilt since it started: the linker wrote a new inode), so that the
+# caller starts the new one.
+stop_if_rebuilt() {
+    local pid
+    pid="$(part_pid "$1")" || return 0
+    if [ -e "$2" ] && [ -e "/proc/$pid/exe" ] && ! [ "/proc/$pid/exe" -ef "$2" ]; then
+        log "$1: $2 was rebuilt since pid $pid started; restarting it"
+        stop_part "$1" 20
+    fi
+}
+
 start_userdata() {
+    stop_if_rebuilt userdata "$USERDATA_BIN"
     part_pid userdata >/dev/null && return 0
     require_free_port userdata "$USERDATA_PORT" STACK_USERDATA_PORT
     ensure_jwt_secret
     secret userdata-db-password >/dev/null
     userdata_env
-    launch userdata env "${USERDATA_ENV[@]}" "$USERDATA_BIN" serve
+    clean_env
+    launch userdata env "${CLEAN_ENV[@]}" "${USERDATA_ENV[@]}" "$USERDATA_BIN" serve
 }
 
 userdata_ready_check() {
@@ -231,9 +249,11 @@ desc_userdata() { echo "http://127.0.0.1:$USERDATA_PORT/api/v1/users"; }
 # Started only when services/push-email exists (settings: services/push-email/main.c).
 # maildev speaks no STARTTLS, hence PUSH_EMAIL_SMTP_STARTTLS=none.
 start_push_email() {
+    stop_if_rebuilt push-email "$PUSH_EMAIL_BIN"
     part_pid push-email >/dev/null && return 0
     require_free_port push-email "$PUSH_EMAIL_PORT" STACK_PUSH_EMAIL_PORT
-    launch push-email env \
+    clean_env
+    launch push-email env "${CLEAN_ENV[@]}" \
         PUSH_EMAIL_KAFKA_BROKERS="$HOST:$KAFKA_PORT" PUSH_EMAIL_TOPIC=cdc.info-user \
         PUSH_EMAIL_SMTP_URL="smtp://$HOST:$SMTP_PORT" PUSH_EMAIL_SMTP_STARTTLS=none \
         PUSH_EMAIL_HEALTH_ADDR="$HOST" PUSH_EMAIL_HEALTH_PORT="$PUSH_EMAIL_PORT" \

@@ -15,8 +15,10 @@
 #   TEST_DB_START_TIMEOUT  seconds to wait for readiness (default 60)
 set -euo pipefail
 
-SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
-REPO="$(cd "$(dirname "$SELF")/../.." && pwd)"
+# Physical paths (pwd -P): a checkout reached through a symlink names the same data dir
+# (running_pid matches it in /proc/PID/cmdline) whichever way the script is called.
+SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE[0]}")"
+REPO="$(cd "$(dirname "$SELF")/../.." && pwd -P)"
 DIR="${TEST_DB_DIR:-$REPO/.cache/test-mariadb}"
 PORT="${TEST_DB_PORT:-3317}"
 START_TIMEOUT="${TEST_DB_START_TIMEOUT:-60}"
@@ -32,7 +34,7 @@ die() { echo "test-mariadb: $*" >&2; exit 1; }
 
 init_paths() {
     mkdir -p "$DIR"
-    DIR="$(cd "$DIR" && pwd)"
+    DIR="$(cd "$DIR" && pwd -P)"
     DATA="$DIR/data"
     PIDFILE="$DIR/mariadbd.pid"
     SOCK="$DIR/mariadbd.sock"
@@ -46,15 +48,16 @@ init_paths() {
 
 # Prints the pid when the server of this data dir runs, else fails.
 running_pid() {
-    local pid
+    local pid cmdline
     [ -f "$PIDFILE" ] || return 1
     pid="$(cat "$PIDFILE" 2>/dev/null || true)"
     [ -n "$pid" ] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
     # The pid may have been reused by another process after a crash: check it is ours.
-    if [ -r "/proc/$pid/cmdline" ] &&
-        ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "--datadir=$DATA"; then
-        return 1
+    # (Captured, not piped into grep -q, which under pipefail can SIGPIPE the writer.)
+    if [ -r "/proc/$pid/cmdline" ]; then
+        cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline")" || return 1
+        grep -qF -- "--datadir=$DATA " <<<"$cmdline " || return 1
     fi
     echo "$pid"
 }
@@ -78,7 +81,9 @@ install_db() {
     echo "test-mariadb: initialising $DATA" >&2
     rm -rf "$DATA"
     mkdir -p "$DATA"
-    if ! "$INSTALL_DB" --no-defaults --datadir="$DATA" --user=root \
+    # --user: the account that runs it (root only when root runs it): another user cannot
+    # chown the data dir to root (EPERM).
+    if ! "$INSTALL_DB" --no-defaults --datadir="$DATA" --user="$(id -un)" \
         --auth-root-authentication-method=normal --skip-test-db \
         >"$DIR/install.log" 2>&1; then
         cat "$DIR/install.log" >&2
@@ -92,7 +97,7 @@ launch() {
     rm -f "$PIDFILE"
     # setsid: the server outlives the shell (and the ctest process) that started it.
     setsid "$MARIADBD" 9>&- --no-defaults \
-        --user=root \
+        --user="$(id -un)" \
         --datadir="$DATA" \
         --pid-file="$PIDFILE" \
         --socket="$SOCK" \
@@ -148,6 +153,42 @@ pgrep_ours() {
     [ -n "${LAUNCHED_PID:-}" ] && kill -0 "$LAUNCHED_PID" 2>/dev/null
 }
 
+# child_running PID: PID exists and has not exited (a zombie has: kill -0 still succeeds
+# on it until it is reaped).
+child_running() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [ "${stat:0:1}" != Z ]
+}
+
+# EXIT trap of cmd_start while the server it launched is not ready yet: a start that fails
+# (not ready in time, another server on the port, user creation failed) stops the server
+# it launched instead of leaving it running unowned (no caller would stop it). Signalled
+# only while the pid still runs mariadbd on our data dir (bash may have reaped an exited
+# child already, and its pid been reused).
+kill_launched() {
+    [ -n "${LAUNCHED_PID:-}" ] || return 0
+    local pid="$LAUNCHED_PID" deadline=$((SECONDS + 30)) cmdline
+    LAUNCHED_PID=
+    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || cmdline=
+    if child_running "$pid" && grep -qF -- "--datadir=$DATA " <<<"$cmdline "; then
+        echo "test-mariadb: start failed; stopping the mariadbd it launched (pid $pid)" >&2
+        kill -TERM "$pid" 2>/dev/null || true
+        while child_running "$pid"; do
+            if [ "$SECONDS" -ge "$deadline" ]; then
+                kill -KILL "$pid" 2>/dev/null || true
+                break
+            fi
+            sleep 0.2
+        done
+    fi
+    wait "$pid" 2>/dev/null || true
+    if [ "$(cat "$PIDFILE" 2>/dev/null)" = "$pid" ]; then
+        rm -f "$PIDFILE"
+    fi
+}
+
 create_user() {
     "$CLIENT" --no-defaults --protocol=tcp -h127.0.0.1 -P"$PORT" -uroot <<SQL
 CREATE USER IF NOT EXISTS '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASSWORD';
@@ -175,6 +216,9 @@ cmd_start() {
         install_db
         fresh=1
     fi
+    trap kill_launched EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     launch
     LAUNCHED_PID=$!
     wait_ready
@@ -183,6 +227,9 @@ cmd_start() {
         create_user || fail_with_log "could not create the $DB_USER user"
         touch "$DIR/.user-created"
     fi
+    # Ready: from here on the server is the caller's to stop.
+    LAUNCHED_PID=
+    trap - EXIT INT TERM
     echo "test-mariadb: ready on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))" >&2
 }
 
@@ -232,14 +279,14 @@ cmd_status() {
     return 1
 }
 
+# Shell-quoted (printf %q): `eval "$(test-mariadb.sh env)"` keeps a path with spaces or
+# shell characters whole.
 cmd_env() {
-    cat <<ENV
-export TEST_DB_HOST=127.0.0.1
-export TEST_DB_PORT=$PORT
-export TEST_DB_USER=$DB_USER
-export TEST_DB_PASSWORD=$DB_PASSWORD
-export TEST_DB_CTL=$SELF
-ENV
+    printf 'export TEST_DB_HOST=%q\n' 127.0.0.1
+    printf 'export TEST_DB_PORT=%q\n' "$PORT"
+    printf 'export TEST_DB_USER=%q\n' "$DB_USER"
+    printf 'export TEST_DB_PASSWORD=%q\n' "$DB_PASSWORD"
+    printf 'export TEST_DB_CTL=%q\n' "$SELF"
     if [ -n "${TEST_DB_DIR:-}" ]; then
         printf 'export TEST_DB_DIR=%q\n' "$TEST_DB_DIR"
     fi

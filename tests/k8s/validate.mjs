@@ -27,6 +27,7 @@ import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
 
@@ -78,7 +79,9 @@ function kustomizeCommand() {
     }
     // PATH first, then the copy scripts/lib/install-deps.sh fetches from npm.
     // (relative to this script, not to --repo: selftest.sh validates scratch copies)
-    const here = path.dirname(new URL(import.meta.url).pathname);
+    // fileURLToPath, not URL.pathname: the latter keeps %20 and the like (a checkout path
+    // with a space) percent-encoded.
+    const here = path.dirname(fileURLToPath(import.meta.url));
     const candidates = [which('kubectl'), path.join(here, '..', '..', '.cache', 'kubectl', 'bin', 'kubectl')];
     for (const kubectl of candidates) {
         if (!kubectl || !fs.existsSync(kubectl)) continue;
