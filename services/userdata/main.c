@@ -13,6 +13,7 @@
 #include "interactors/users.h"
 #include "shared/config.h"
 #include "shared/db.h"
+#include "shared/health.h"
 #include "shared/log.h"
 #include "shared/metrics.h"
 #include "shared/signals.h"
@@ -28,6 +29,7 @@
 struct settings {
     char *listen_addr;
     uint16_t port;
+    long long health_port; /* -1: no health server of its own */
     long long threads;
     long long max_body;
     long long conns_per_ip;
@@ -82,6 +84,7 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
     memset(s, 0, sizeof *s);
     if (config_ip_addr("USERDATA_LISTEN_ADDR", "127.0.0.1", false, &s->listen_addr, err, errlen) ||
         config_port("USERDATA_PORT", 8080, true, &s->port, err, errlen) ||
+        config_int("USERDATA_HEALTH_PORT", -1, -1, 65535, &s->health_port, err, errlen) ||
         config_int("USERDATA_THREADS", 8, 1, 256, &s->threads, err, errlen) ||
         config_int("USERDATA_MAX_BODY_BYTES", 65536, 1024, 16 * 1024 * 1024, &s->max_body, err,
                    errlen) ||
@@ -129,9 +132,18 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
         snprintf(err, errlen, "USERDATA_DB_NAME: must be " DB_NAME_RULE);
         return -1;
     }
-    if (s->db_pool == 0) /* every HTTP worker and every password lane may hold one */
-        s->db_pool = s->threads + s->pwhash_parallel;
+    if (s->db_pool == 0) /* every HTTP worker, every password lane, the health server */
+        s->db_pool = s->threads + s->pwhash_parallel + (s->health_port >= 0 ? 1 : 0);
     return 0;
+}
+
+/* The health server's /readyz: the database answers. */
+static bool db_ready(void *ctx, char *why, size_t whylen)
+{
+    if (users_ready(ctx) == USERS_OK)
+        return true;
+    snprintf(why, whylen, "the database is unavailable");
+    return false;
 }
 
 static struct mariadb_config db_config(const struct settings *s)
@@ -249,6 +261,7 @@ static int cmd_serve(const struct settings *s)
     struct sodium_hasher *hasher = NULL;
     struct users *users = NULL;
     struct http_api *api = NULL;
+    struct health_server *health = NULL;
     struct mariadb_config dbc = db_config(s);
 
     if (auth_settings(s, &ac, &key, err, sizeof err) != 0) {
@@ -309,15 +322,30 @@ static int cmd_serve(const struct settings *s)
         log_write(LOG_ERROR, "cannot start the HTTP server", "error", err, NULL);
         goto out;
     }
-    char port[8];
+    /* Probes on a port of their own: the API's workers each serve their connections one
+     * after another, and a database that stops answering holds a worker for up to the I/O
+     * timeouts; a liveness probe queued behind such requests would fail and get a process
+     * restarted that has nothing wrong with it. Here each probe gets a thread. */
+    if (s->health_port >= 0) {
+        const struct health_checks checks = {NULL, db_ready, users};
+        health = health_server_start(s->listen_addr, (uint16_t)s->health_port, metrics, &checks,
+                                     err, sizeof err);
+        if (health == NULL) {
+            log_write(LOG_ERROR, "cannot start the health server", "error", err, NULL);
+            goto out;
+        }
+    }
+    char port[8], health_port[8];
     snprintf(port, sizeof port, "%u", http_api_port(api));
-    log_write(LOG_INFO, "userdata listening", "addr", s->listen_addr, "port", port, "version",
-              USERDATA_VERSION, NULL);
+    snprintf(health_port, sizeof health_port, "%u", health ? health_server_port(health) : 0);
+    log_write(LOG_INFO, "userdata listening", "addr", s->listen_addr, "port", port, "health_port",
+              health != NULL ? health_port : "none", "version", USERDATA_VERSION, NULL);
     while (!signals_stop_requested())
         signals_wait(1000);
     log_write(LOG_INFO, "stopping: finishing requests in flight", NULL);
     rc = 0;
 out:
+    health_server_stop(health);
     http_api_stop(api);
     users_free(users);
     sodium_hasher_free(hasher);

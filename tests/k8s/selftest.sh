@@ -57,6 +57,10 @@ fresh; sed -i 's#image: localhost:32000/userdata#image: ghcr.io/x/userdata:1.0#'
 expect_fail "userdata image not from localhost:32000" $V --repo $M --overlay prod $PROD
 fresh; sed -i '/name: localhost:32000\/userdata/{n;s/newTag: dev/newTag: latest/}' $M/k8s/overlays/dev/kustomization.yaml
 expect_fail "userdata :latest tag" $V --repo $M --overlay dev
+fresh; sed -i '/livenessProbe:/,/port:/s/port: health/port: http/' $M/k8s/base/userdata/deployment.yaml
+expect_fail "userdata liveness probe behind the API's workers (port http)" $V --repo $M --overlay dev
+fresh; sed -i '/name: USERDATA_HEALTH_PORT/,+1d' $M/k8s/base/userdata/deployment.yaml
+expect_fail "userdata probes' port never opened (no USERDATA_HEALTH_PORT)" $V --repo $M --overlay dev
 fresh; sed -i 's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/' $M/k8s/base/userdata/deployment.yaml
 expect_fail "userdata root fs writable" $V --repo $M --overlay dev
 fresh; sed -i 's#path: /readyz#path: /ready#' $M/k8s/base/push-email/deployment.yaml

@@ -14,7 +14,8 @@
 //    localhost:32000 with an explicit tag; every workload runs as a numeric non-root user
 //    with RuntimeDefault seccomp, no privilege escalation, all capabilities dropped,
 //    requests and limits; long-running ones have readiness and liveness probes; userdata
-//    and push-email have a read-only root and probe /readyz and /healthz on 8080/8081;
+//    and push-email have a read-only root and probe /readyz and /healthz on their health
+//    ports (8082, opened by USERDATA_HEALTH_PORT; 8081), their Services target 8080/8081;
 //    selectors match pod labels; every referenced ConfigMap/Secret (and key) is rendered,
 //    and its mounted files are readable by the container's non-root user (mode, fsGroup),
 //    except Secrets listed with --external-secret (created outside git in prod).
@@ -224,7 +225,13 @@ else {
 
 // ---------------------------------------------------------------- workloads
 const OUR_IMAGES = { userdata: 'localhost:32000/userdata', 'push-email': 'localhost:32000/push-email', 'connector-register': 'localhost:32000/connector-register' };
-const OUR_SERVICES = { userdata: 8080, 'push-email': 8081 };
+// The port the Service targets, and the probes' port (userdata's own health server: its API
+// workers may all be waiting for the database, and a liveness probe behind them would fail).
+// healthEnv: the variable that opens the probes' port (userdata has none without it).
+const OUR_SERVICES = {
+    userdata: { service: 8080, probes: 8082, healthEnv: 'USERDATA_HEALTH_PORT', healthDefault: null },
+    'push-email': { service: 8081, probes: 8081, healthEnv: 'PUSH_EMAIL_HEALTH_PORT', healthDefault: '8081' },
+};
 const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 
 function podSpecOf(obj) {
@@ -348,15 +355,18 @@ for (const obj of docs) {
         // userdata and push-email specifics
         if (obj.kind === 'Deployment' && obj.metadata.name in OUR_SERVICES && c.name === obj.metadata.name) {
             seenOurs.add(c.name);
-            const port = OUR_SERVICES[c.name];
+            const { service: port, probes: probePort, healthEnv, healthDefault } = OUR_SERVICES[c.name];
+            const healthValue = (c.env || []).find((e) => e.name === healthEnv)?.value ?? healthDefault;
+            if (healthValue !== String(probePort)) fail(obj, `${where}: ${healthEnv} is ${healthValue ?? 'not set'}: the probes use ${probePort}`);
             if (sc.readOnlyRootFilesystem !== true) fail(obj, `${where}: readOnlyRootFilesystem is not true`);
             const probe = (p, pathWanted, what) => {
                 if (!p?.httpGet) return fail(obj, `${where}: ${what} is not an httpGet probe`);
                 if (p.httpGet.path !== pathWanted) fail(obj, `${where}: ${what} path ${p.httpGet.path}, want ${pathWanted}`);
-                if (portNumber(c, p.httpGet.port) !== port) fail(obj, `${where}: ${what} port ${p.httpGet.port} is not ${port}`);
+                if (portNumber(c, p.httpGet.port) !== probePort) fail(obj, `${where}: ${what} port ${p.httpGet.port} is not ${probePort}`);
             };
             probe(c.readinessProbe, '/readyz', 'readinessProbe');
             probe(c.livenessProbe, '/healthz', 'livenessProbe');
+            if (c.startupProbe) probe(c.startupProbe, '/healthz', 'startupProbe');
             const svc = find('Service', c.name);
             if (!svc) fail(obj, `no Service ${c.name}`);
             else if (!(svc.spec.ports || []).some((p) => portNumber(c, p.targetPort ?? p.port) === port)) fail(svc, `no port targeting ${port}`);

@@ -1556,6 +1556,128 @@ struct worker {
     size_t n, cap;
 };
 
+static size_t on_discard(char *p, size_t size, size_t n, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return size * n;
+}
+
+/* GET url with a whole-request timeout; the status, or -1 when no answer came in time. */
+static long get_within(const char *url, const char *token, long timeout_ms)
+{
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = NULL;
+    char auth[4200];
+    long status = -1;
+
+    assert_non_null(c);
+    if (token != NULL) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        h = curl_slist_append(h, auth);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_discard);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return status;
+}
+
+struct held_get {
+    char url[256];
+    long status;
+};
+
+static void *held_get_main(void *arg)
+{
+    struct held_get *g = arg;
+    g->status = get_within(g->url, g_svc.token_ro, 60000);
+    return NULL;
+}
+
+/* USERDATA_HEALTH_PORT: the probes answer on a port of their own while every HTTP worker
+ * (here the only one) waits for a database that does not answer (the users table locked by
+ * another session). On the API port, /healthz waits behind that request: a liveness probe
+ * there would get a healthy process restarted during a database outage. */
+static void test_health_port_answers_while_the_workers_wait(void **state)
+{
+    (void)state;
+    struct envb e;
+    char api[16], health[16], url[256];
+    uint16_t api_port = free_port(), health_port = free_port();
+    char log_path[sizeof g_svc.log_path + 16];
+
+    snprintf(api, sizeof api, "%u", api_port);
+    snprintf(health, sizeof health, "%u", health_port);
+    snprintf(log_path, sizeof log_path, "%s.health.log", g_svc.log_path);
+    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(log_fd >= 0);
+    char *argv[] = {(char *)g_bin, "serve", NULL};
+    env_service(&e, api_port, g_svc.db_name);
+    env_set(&e, "USERDATA_THREADS", "1");
+    env_set(&e, "USERDATA_HEALTH_PORT", health);
+    env_set(&e, "USERDATA_MIGRATE_ON_START", "false");
+    env_set(&e, "USERDATA_DB_IO_TIMEOUT_S", "5");
+    pid_t pid = spawn(argv, e.v, log_fd, log_fd);
+    env_free(&e);
+    close(log_fd);
+    assert_true(pid > 0);
+
+    snprintf(url, sizeof url, "http://127.0.0.1:%s/readyz", health);
+    double deadline = now_s() + READY_WAIT_S;
+    while (get_within(url, NULL, 2000) != 200) {
+        if (now_s() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            fail_msg("the health port's /readyz did not answer 200 within %d s", READY_WAIT_S);
+        }
+        sleep_ms(100);
+    }
+
+    MYSQL *locker = db_open(g_svc.db_name);
+    assert_int_equal(mysql_query(locker, "LOCK TABLES users WRITE"), 0);
+    struct held_get g = {.status = 0};
+    snprintf(g.url, sizeof g.url, "http://127.0.0.1:%s/api/v1/users?limit=1", api);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, held_get_main, &g), 0);
+    sleep_ms(500); /* the worker now waits for the table */
+
+    snprintf(url, sizeof url, "http://127.0.0.1:%s/healthz", api);
+    long api_healthz = get_within(url, NULL, 1500);
+    snprintf(url, sizeof url, "http://127.0.0.1:%s/healthz", health);
+    double t0 = now_s();
+    long healthz = get_within(url, NULL, 2000);
+    snprintf(url, sizeof url, "http://127.0.0.1:%s/readyz", health);
+    long readyz = get_within(url, NULL, 2000);
+    double took = now_s() - t0;
+
+    assert_int_equal(mysql_query(locker, "UNLOCK TABLES"), 0);
+    mysql_close(locker);
+    pthread_join(t, NULL);
+    kill(pid, SIGTERM);
+    int st = 0;
+    bool exited = wait_exit(pid, 10, &st);
+    if (!exited) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    printf("worker held by a locked table: API /healthz %ld (-1: no answer in 1.5 s), health "
+           "port /healthz %ld and /readyz %ld in %.2f s; the held GET got %ld\n",
+           api_healthz, healthz, readyz, took, g.status);
+    /* The control: without a port of its own the probe waits behind the held request. */
+    assert_int_equal(api_healthz, -1);
+    assert_int_equal(healthz, 200);
+    assert_int_equal(readyz, 200);
+    assert_true(g.status == 200 || g.status == 503);
+    assert_true(exited && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    unlink(log_path);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -2034,6 +2156,10 @@ static void test_config_errors(void **state)
     const char *const port2[] = {"USERDATA_PORT", "70000", NULL};
     expect_config_error(port2, port_must);
 
+    const char *const health[] = {"USERDATA_HEALTH_PORT", "70000", NULL};
+    const char *const health_must[] = {"USERDATA_HEALTH_PORT", NULL};
+    expect_config_error(health, health_must);
+
     const char *const nosecret[] = {"USERDATA_JWT_SECRET", NULL, NULL};
     const char *const secret_must[] = {"USERDATA_JWT_SECRET", NULL};
     expect_config_error(nosecret, secret_must);
@@ -2237,6 +2363,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_pagination_1000),
         cmocka_unit_test(test_concurrent_patches),
+        cmocka_unit_test(test_health_port_answers_while_the_workers_wait),
         cmocka_unit_test_teardown(test_db_restart_during_traffic, teardown_db_up),
         cmocka_unit_test(test_sigterm_exits_zero),
     };
