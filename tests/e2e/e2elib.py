@@ -353,8 +353,10 @@ def topic_exists(bootstrap, topic):
 
 def ensure_topic(env, timeout_s=120):
     """Makes cdc.info-user exist (Debezium creates it with the first change): creates a
-    warm-up user through userdata when it does not. push-email started before the topic
-    exists would wait for its next metadata refresh to be assigned the partition."""
+    warm-up user through userdata when it does not, so that the tests' first events do not
+    race the topic's creation and push-email's first assignment (which librdkafka 2.0.2
+    makes within seconds of the topic appearing: test_kafka_consumer's
+    a_topic_created_after_the_subscription_is_read)."""
     boot = env["KAFKA_BOOTSTRAP"]
     if topic_exists(boot, TOPIC):
         return
