@@ -1143,6 +1143,104 @@ static void refusals_without_expect_come_after_the_body(void **state)
     assert_int_equal(fx->repo.inserts + fx->repo.updates, 0);
 }
 
+/* userdata_http_request_body_bytes from /metrics; -1 when absent. */
+static long long body_bytes(struct fixture *fx)
+{
+    long long v = -1;
+    struct reply r = call(fx, "GET", "/metrics", NULL, NULL, 0, NULL);
+    const char *p = r.body != NULL ? strstr(r.body, "\nuserdata_http_request_body_bytes ") : NULL;
+    if (p != NULL)
+        v = strtoll(p + strlen("\nuserdata_http_request_body_bytes "), NULL, 10);
+    reply_free(&r);
+    return v;
+}
+
+/* Opens a connection and sends a PUT's headers and the first 100 bytes of a body of
+ * MAX_BODY - 10 bytes; the rest comes with finish_put. */
+static int start_put(struct fixture *fx, const char *token, char *body)
+{
+    char head[2600], auth_h[2200] = "";
+    if (token != NULL)
+        snprintf(auth_h, sizeof auth_h, "Authorization: Bearer %s\r\n", token);
+    int n = snprintf(head, sizeof head,
+                     "PUT /api/v1/users/00000000-0000-4000-8000-000000000001 HTTP/1.1\r\n"
+                     "Host: t\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+                     auth_h, MAX_BODY - 10);
+    int fd = raw_connect(fx);
+    assert_true(raw_send(fd, head, (size_t)n));
+    assert_true(raw_send(fd, body, 100));
+    return fd;
+}
+
+static int finish_put(int fd, char *body)
+{
+    assert_true(raw_send(fd, body + 100, MAX_BODY - 10 - 100));
+    int status = raw_status(fd);
+    close(fd);
+    return status;
+}
+
+/* A request whose headers already earn its refusal (no token here) has its body dropped
+ * as it comes, not held until the refusal at its end: clients without a token cannot make
+ * the server hold a body each. The gauge of held body bytes shows it, with a request that
+ * has a token as the control. */
+static void a_refused_requests_body_is_not_held(void **state)
+{
+    struct fixture *fx = *state;
+    char *body = malloc(MAX_BODY);
+    assert_non_null(body);
+    memset(body, ' ', MAX_BODY);
+
+    assert_int_equal(body_bytes(fx), 0);
+    int refused = start_put(fx, NULL, body);
+    int held = start_put(fx, fx->token_rw, body);
+    long long v = 0;
+    for (int i = 0; i < 500 && v < 1024; i++) { /* the control's first piece is in */
+        v = body_bytes(fx);
+        if (v < 1024)
+            sleep_ms(10);
+    }
+    sleep_ms(200); /* the refused one's piece, sent first, is in by now as well */
+    v = body_bytes(fx);
+    assert_int_equal(finish_put(refused, body), 401);
+    assert_int_equal(finish_put(held, body), 400); /* spaces: not a JSON object */
+    free(body);
+    /* 1024: the control's buffer alone (2048 when the refused body was held as well) */
+    assert_int_equal(v, 1024);
+    for (int i = 0; i < 500 && body_bytes(fx) != 0; i++)
+        sleep_ms(10);
+    assert_int_equal(body_bytes(fx), 0);
+}
+
+/* The paths other than the users routes read no body: a huge declared one, or a client
+ * waiting for 100 Continue, gets their answer at once (it used to get none: the server
+ * waited for a body it would drop, then closed). */
+static void other_paths_answer_a_declared_body_at_once(void **state)
+{
+    struct fixture *fx = *state;
+    struct {
+        const char *head;
+        int want;
+    } cases[] = {
+        {"POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n", 405},
+        {"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n", 404},
+        {"PUT /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n"
+         "Expect: 100-continue\r\n\r\n",
+         405},
+        {"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n"
+         "Expect: 100-continue\r\n\r\n",
+         404},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int fd = raw_connect(fx);
+        assert_true(raw_send(fd, cases[i].head, strlen(cases[i].head)));
+        int status = raw_status(fd); /* no body is sent */
+        close(fd);
+        if (status != cases[i].want)
+            fail_msg("case %zu: got %d, want %d", i, status, cases[i].want);
+    }
+}
+
 /* A chunked body declares no size: a little too much gets 413 at its end; a body that
  * goes on far past the limit (8 MiB) has its connection closed. */
 static void a_chunked_body_over_the_limit_is_413_or_closed_when_far_over(void **state)
@@ -1342,6 +1440,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(store_down_503_with_retry_after_and_readyz, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(metrics_and_openapi_need_no_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_refused_requests_body_is_not_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(other_paths_answer_a_declared_body_at_once, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(password_writes_do_not_hold_the_http_workers, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_full_password_queue_is_503_at_once, setup, teardown),

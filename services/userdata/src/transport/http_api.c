@@ -72,6 +72,7 @@ struct http_api {
     struct metric_counter *requests[N_TRACKED + 1]; /* last: any other code */
     struct metric_histogram *duration;
     struct metric_gauge *lane_queued_gauge; /* = lane_queued */
+    struct metric_gauge *body_bytes;        /* request body buffers held now, in bytes */
     struct metrics *metrics;
 };
 
@@ -82,6 +83,7 @@ struct request {
     size_t cap;
     bool too_large;
     bool framing_conflict; /* Transfer-Encoding and Content-Length both given: 400 + close */
+    bool refused;          /* the headers already earn a 401/403/405: the body is dropped */
     bool admitted;         /* admit() passed */
     struct write_job *job; /* a write queued for a password lane, freed at completion */
     struct timespec start;
@@ -91,10 +93,13 @@ struct request {
 };
 
 /* Frees the request body, zeroed first: it may hold a plain password. */
-static void request_body_free(struct request *req)
+static void request_body_free(struct http_api *api, struct request *req)
 {
-    if (req->body != NULL)
+    if (req->body != NULL) {
         explicit_bzero(req->body, req->cap);
+        if (api->body_bytes != NULL)
+            metric_gauge_add(api->body_bytes, -(int64_t)req->cap);
+    }
     free(req->body);
     req->body = NULL;
     req->cap = 0;
@@ -559,6 +564,20 @@ static bool users_route(const char *url, const char **id)
     return **id != '\0' && strchr(*id, '/') == NULL;
 }
 
+/* NULL when method is allowed on the users route (id NULL: the collection), else the
+ * Allow header's value; *is_get for GET and HEAD. */
+static const char *users_allow(const char *id, const char *method, bool *is_get)
+{
+    *is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    bool is_write =
+        strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0 || strcmp(method, "DELETE") == 0;
+    if (id == NULL && !*is_get && strcmp(method, "POST") != 0)
+        return "GET, HEAD, POST";
+    if (id != NULL && !*is_get && !is_write)
+        return "GET, HEAD, PUT, PATCH, DELETE";
+    return NULL;
+}
+
 /* The checks that need no body: method, token and (for the users routes, the only ones
  * that take a body) size. *ok when the request may go on; otherwise the refusal is queued.
  * on_request runs it when the headers are in if the client waits for 100 Continue (then
@@ -572,13 +591,10 @@ static enum MHD_Result admit(struct http_api *api, struct MHD_Connection *conn, 
 
     *ok = false;
     if (users_route(url, &id)) {
-        bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-        bool is_write = strcmp(method, "PUT") == 0 || strcmp(method, "PATCH") == 0 ||
-                        strcmp(method, "DELETE") == 0;
-        if (id == NULL && !is_get && strcmp(method, "POST") != 0)
-            return method_not_allowed(conn, req, "GET, HEAD, POST");
-        if (id != NULL && !is_get && !is_write)
-            return method_not_allowed(conn, req, "GET, HEAD, PUT, PATCH, DELETE");
+        bool is_get;
+        const char *allow = users_allow(id, method, &is_get);
+        if (allow != NULL)
+            return method_not_allowed(conn, req, allow);
         bool authorized = false;
         enum MHD_Result ret =
             authorize(api, conn, req, is_get ? "users:read" : "users:write", &authorized);
@@ -671,6 +687,22 @@ static enum MHD_Result route(struct http_api *api, struct MHD_Connection *conn, 
     return send_problem(conn, req, 404, "no such resource", NULL, NULL);
 }
 
+/* What admit() will refuse for the method or the token alone (405, 401, 403), asked
+ * without answering: on_request then drops the body as it comes instead of holding it. */
+static bool refused_by_headers(struct http_api *api, struct MHD_Connection *conn, const char *url,
+                               const char *method)
+{
+    const char *id;
+    bool is_get;
+    if (!users_route(url, &id))
+        return false;
+    if (users_allow(id, method, &is_get) != NULL)
+        return true;
+    char why[128];
+    return auth_check(api->auth, header_value(conn, MHD_HTTP_HEADER_AUTHORIZATION),
+                      is_get ? "users:read" : "users:write", why, sizeof why) != AUTH_OK;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -707,25 +739,36 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             far_over =
                 req->too_large && (errno != 0 || *end != '\0' || n - api->max_body > DRAIN_MAX);
         }
+        const char *id;
+        bool users = users_route(url, &id);
         if (far_over || expects_continue) {
             bool ok = false;
             enum MHD_Result ret = admit(api, conn, req, url, method, &ok);
-            return ok ? MHD_YES : ret;
+            if (!ok)
+                return ret;
+            /* The other paths never read a body: their answer (404, 405, ...) now, rather
+             * than after draining 8 MiB, or never for a body that is not coming. */
+            return users ? MHD_YES : route(api, conn, req, url, method);
         }
-        return MHD_YES; /* admit() once the body is in */
+        /* admit() once the body is in; meanwhile a refused request's body is dropped */
+        req->refused = users && refused_by_headers(api, conn, url, method);
+        return MHD_YES;
     }
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (req->too_large || req->framing_conflict || n > api->max_body - req->len) {
+        if (req->too_large || req->framing_conflict || req->refused ||
+            n > api->max_body - req->len) {
             /* A declared size a little over the limit (sent without waiting for 100
              * Continue), a chunked body found too large, or one that gets 400 for its
-             * framing. MHD cannot answer in the middle of a body: drop it and answer 413
-             * (400) at its end, unless it goes on past DRAIN_MAX, when the connection is
-             * closed so that one client cannot send for ever. */
-            if (!req->too_large && !req->framing_conflict) {
+             * framing, or one whose headers already earn a refusal (no token, say: such a
+             * client must not make the server hold its body). MHD cannot answer in the
+             * middle of a body: drop it and answer 413 (400, the refusal) at its end,
+             * unless it goes on past DRAIN_MAX, when the connection is closed so that one
+             * client cannot send for ever. */
+            if (!req->too_large && !req->framing_conflict && !req->refused) {
                 req->too_large = true;
-                request_body_free(req);
+                request_body_free(api, req);
             }
             req->len = n > SIZE_MAX - req->len ? SIZE_MAX : req->len + n; /* bytes seen */
             if (req->len > api->max_body && req->len - api->max_body > DRAIN_MAX) {
@@ -748,9 +791,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 return MHD_NO;
             if (req->len > 0)
                 memcpy(b, req->body, req->len);
-            request_body_free(req);
+            request_body_free(api, req);
             req->body = b;
             req->cap = cap;
+            if (api->body_bytes != NULL)
+                metric_gauge_add(api->body_bytes, (int64_t)cap);
         }
         memcpy(req->body + req->len, upload_data, n);
         req->len += n;
@@ -812,7 +857,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         api->lane_pending--;
         pthread_mutex_unlock(&api->lane_mu);
     }
-    request_body_free(req);
+    request_body_free(api, req);
     free(req);
     *con_cls = NULL;
 }
@@ -849,6 +894,8 @@ static void register_metrics(struct http_api *api, struct metrics *m)
     api->lane_queued_gauge =
         metrics_gauge(m, "userdata_password_writes_queued",
                       "Writes with a password waiting for a hashing lane", NULL);
+    api->body_bytes = metrics_gauge(m, "userdata_http_request_body_bytes",
+                                    "Bytes of request bodies held in memory now", NULL);
 }
 
 /* Stops the password lanes once every queued write has run (each connection resumed),
