@@ -61,6 +61,10 @@ fresh; sed -i '/livenessProbe:/,/port:/s/port: health/port: http/' $M/k8s/base/u
 expect_fail "userdata liveness probe behind the API's workers (port http)" $V --repo $M --overlay dev
 fresh; sed -i '/name: USERDATA_HEALTH_PORT/,+1d' $M/k8s/base/userdata/deployment.yaml
 expect_fail "userdata probes' port never opened (no USERDATA_HEALTH_PORT)" $V --repo $M --overlay dev
+fresh; sed -i '/name: mariadb-clients/,/^---/{/app.kubernetes.io\/name: push-email/s/push-email/push-mail/}' $M/k8s/base/network-policies.yaml
+expect_fail "network policy: push-email cannot reach MariaDB" $V --repo $M --overlay dev
+fresh; sed -i '/name: kafka-clients/,/^---/s/- port: kafka/- port: 9093/' $M/k8s/base/network-policies.yaml
+expect_fail "network policy: Kafka's port not the one clients use" $V --repo $M --overlay prod $PROD
 fresh; sed -i 's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/' $M/k8s/base/userdata/deployment.yaml
 expect_fail "userdata root fs writable" $V --repo $M --overlay dev
 fresh; sed -i 's#path: /readyz#path: /ready#' $M/k8s/base/push-email/deployment.yaml

@@ -18,7 +18,8 @@
 //    ports (8082, opened by USERDATA_HEALTH_PORT; 8081), their Services target 8080/8081;
 //    selectors match pod labels; every referenced ConfigMap/Secret (and key) is rendered,
 //    and its mounted files are readable by the container's non-root user (mode, fsGroup),
-//    except Secrets listed with --external-secret (created outside git in prod).
+//    except Secrets listed with --external-secret (created outside git in prod); every
+//    connection the services make (FLOWS) is allowed by the NetworkPolicies.
 // With --connector-config DIR, instead checks that the rendered ConfigMaps hold every
 // connector JSON of DIR (and register.sh, debezium-user.sql) byte for byte, and that the
 // register Job runs files that the mounted ConfigMap has.
@@ -384,6 +385,65 @@ for (const svc of byKind('Service')) {
         return labels && Object.entries(sel).every(([k, v]) => labels[k] === v);
     });
     if (!match) fail(svc, 'selector matches no pod template');
+}
+
+// NetworkPolicies: every connection the system makes must be allowed. FLOWS names the pods
+// by app.kubernetes.io/name; a source of null is a client outside the namespace (an Ingress
+// controller, a metrics scraper). Flows to a pod this overlay does not render are skipped
+// (maildev is the dev overlay's). Only what these manifests use is understood (matchLabels,
+// named or numbered TCP ports); anything else is a failure, not a guess.
+const FLOWS = [
+    ['userdata', 'mariadb', 3306], ['push-email', 'mariadb', 3306], ['kafka-connect', 'mariadb', 3306],
+    ['kafka-connect', 'kafka', 9092], ['push-email', 'kafka', 9092], ['kafka', 'kafka', 9092],
+    ['connector-register', 'kafka-connect', 8083], ['push-email', 'maildev', 1025],
+    [null, 'userdata', 8080], [null, 'userdata', 8082], [null, 'push-email', 8081], [null, 'maildev', 1080],
+];
+const podsByName = new Map();
+for (const obj of docs) {
+    const spec = podSpecOf(obj);
+    const labels = obj.kind === 'Pod' ? obj.metadata?.labels : obj.kind === 'CronJob' ? obj.spec?.jobTemplate?.spec?.template?.metadata?.labels : obj.spec?.template?.metadata?.labels;
+    const name = labels?.['app.kubernetes.io/name'];
+    if (spec && name) podsByName.set(name, { obj, labels, containers: spec.containers || [] });
+}
+const selects = (sel, labels, where) => {
+    if (sel.matchExpressions?.length) {
+        fail(where, 'matchExpressions: not understood by this check');
+        return false;
+    }
+    return Object.entries(sel.matchLabels || {}).every(([k, v]) => labels?.[k] === v);
+};
+const policies = byKind('NetworkPolicy');
+for (const [from, to, port] of FLOWS) {
+    const target = podsByName.get(to);
+    if (!target) continue;
+    const source = from === null ? null : podsByName.get(from);
+    if (from !== null && !source) {
+        fail(null, `network flow ${from} -> ${to}:${port}: no pod ${from}`);
+        continue;
+    }
+    const isolating = policies.filter((np) => selects(np.spec?.podSelector || {}, target.labels, np) && (np.spec?.policyTypes || ['Ingress']).includes('Ingress'));
+    if (isolating.length === 0) continue;
+    const empty = (sel) => !sel || (Object.keys(sel.matchLabels || {}).length === 0 && !(sel.matchExpressions || []).length);
+    const peerAllows = (peer) => {
+        if (peer.ipBlock) return false; // pod addresses are not known here
+        if (peer.namespaceSelector) {
+            // only an empty selector (every namespace) is sure to match the namespace, and
+            // only an empty pod selector a client outside it
+            if (!empty(peer.namespaceSelector)) return false;
+            return empty(peer.podSelector) || (source !== null && selects(peer.podSelector, source.labels, null));
+        }
+        return source !== null && selects(peer.podSelector || {}, source.labels, null);
+    };
+    const portAllows = (p) => {
+        if ((p.protocol || 'TCP') !== 'TCP') return false;
+        if (p.port === undefined) return true;
+        if (typeof p.port === 'number') return p.port <= port && port <= (p.endPort ?? p.port);
+        return target.containers.some((c) => (c.ports || []).some((cp) => cp.name === p.port && cp.containerPort === port));
+    };
+    const allowed = isolating.some((np) => (np.spec.ingress || []).some((rule) =>
+        (!rule.from || rule.from.length === 0 || rule.from.some(peerAllows)) &&
+        (!rule.ports || rule.ports.length === 0 || rule.ports.some(portAllows))));
+    if (!allowed) fail(target.obj, `network flow ${from ?? '(outside the namespace)'} -> ${to}:${port} is denied by the NetworkPolicies`);
 }
 
 finish('schemas and project rules');
