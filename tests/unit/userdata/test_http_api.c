@@ -95,6 +95,27 @@ static void mint_expired(char *out, size_t outlen)
     jwt_free(jwt);
 }
 
+/* A users:write token not valid before now + nbf_in_s (the fixture's leeway is 5 s). */
+static void mint_not_before(long nbf_in_s, char *out, size_t outlen)
+{
+    jwt_t *jwt = NULL;
+    time_t now = time(NULL);
+    assert_int_equal(jwt_new(&jwt), 0);
+    assert_int_equal(jwt_add_grant(jwt, "sub", "tester"), 0);
+    assert_int_equal(jwt_add_grant(jwt, "aud", "userdata"), 0);
+    assert_int_equal(jwt_add_grant(jwt, "scope", "users:read users:write"), 0);
+    assert_int_equal(jwt_add_grant_int(jwt, "iat", (long)now), 0);
+    assert_int_equal(jwt_add_grant_int(jwt, "nbf", (long)now + nbf_in_s), 0);
+    assert_int_equal(jwt_add_grant_int(jwt, "exp", (long)now + 600), 0);
+    assert_int_equal(
+        jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)SECRET, (int)strlen(SECRET)), 0);
+    char *tok = jwt_encode_str(jwt);
+    assert_non_null(tok);
+    snprintf(out, outlen, "%s", tok);
+    free(tok);
+    jwt_free(jwt);
+}
+
 /* The fixture's server config: 2 workers and, as in production, writes with a password
  * on a password lane (g_no_lanes: on the worker). */
 static bool g_no_lanes;
@@ -1155,17 +1176,20 @@ static long long body_bytes(struct fixture *fx)
     return v;
 }
 
-/* Opens a connection and sends a PUT's headers and the first 100 bytes of a body of
+#define USER_1 "/api/v1/users/00000000-0000-4000-8000-000000000001"
+
+/* Opens a connection and sends a request's headers and the first 100 bytes of a body of
  * MAX_BODY - 10 bytes; the rest comes with finish_put. */
-static int start_put(struct fixture *fx, const char *token, char *body)
+static int start_put(struct fixture *fx, const char *method, const char *path, const char *token,
+                     char *body)
 {
     char head[2600], auth_h[2200] = "";
     if (token != NULL)
         snprintf(auth_h, sizeof auth_h, "Authorization: Bearer %s\r\n", token);
     int n = snprintf(head, sizeof head,
-                     "PUT /api/v1/users/00000000-0000-4000-8000-000000000001 HTTP/1.1\r\n"
+                     "%s %s HTTP/1.1\r\n"
                      "Host: t\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
-                     auth_h, MAX_BODY - 10);
+                     method, path, auth_h, MAX_BODY - 10);
     int fd = raw_connect(fx);
     assert_true(raw_send(fd, head, (size_t)n));
     assert_true(raw_send(fd, body, 100));
@@ -1180,10 +1204,12 @@ static int finish_put(int fd, char *body)
     return status;
 }
 
-/* A request whose headers already earn its refusal (no token here) has its body dropped
- * as it comes, not held until the refusal at its end: clients without a token cannot make
- * the server hold a body each. The gauge of held body bytes shows it, with a request that
- * has a token as the control. */
+/* A body that will never be read is dropped as it comes, not held until the answer at its
+ * end: a users route's request refused from its headers (no token here) and one to any
+ * other path (which reads no body), so that clients without a token cannot make the server
+ * hold a body each. The gauge of held body bytes shows it, with a request that has a token
+ * as the control. One HTTP worker: the pieces sent before the control's are handled before
+ * the gauge, read after it, is answered. */
 static void a_refused_requests_body_is_not_held(void **state)
 {
     struct fixture *fx = *state;
@@ -1191,25 +1217,74 @@ static void a_refused_requests_body_is_not_held(void **state)
     assert_non_null(body);
     memset(body, ' ', MAX_BODY);
 
+    restart_with_lanes(fx, 1, 1, 4, 5000);
     assert_int_equal(body_bytes(fx), 0);
-    int refused = start_put(fx, NULL, body);
-    int held = start_put(fx, fx->token_rw, body);
+    int refused = start_put(fx, "PUT", USER_1, NULL, body);
+    int other = start_put(fx, "POST", "/nope", NULL, body);
+    int held = start_put(fx, "PUT", USER_1, fx->token_rw, body);
     long long v = 0;
     for (int i = 0; i < 500 && v < 1024; i++) { /* the control's first piece is in */
         v = body_bytes(fx);
         if (v < 1024)
             sleep_ms(10);
     }
-    sleep_ms(200); /* the refused one's piece, sent first, is in by now as well */
     v = body_bytes(fx);
     assert_int_equal(finish_put(refused, body), 401);
+    assert_int_equal(finish_put(other, body), 404);
     assert_int_equal(finish_put(held, body), 400); /* spaces: not a JSON object */
     free(body);
-    /* 1024: the control's buffer alone (2048 when the refused body was held as well) */
+    /* 1024: the control's buffer alone (3072 when the others were held as well) */
     assert_int_equal(v, 1024);
     for (int i = 0; i < 500 && body_bytes(fx) != 0; i++)
         sleep_ms(10);
     assert_int_equal(body_bytes(fx), 0);
+}
+
+/* The refusal of the headers stands: a token that turns valid while its body comes (its
+ * nbf passes) does not get the request run on a body that was dropped. */
+static void a_token_valid_only_by_the_end_of_the_body_is_refused(void **state)
+{
+    struct fixture *fx = *state;
+    char token[2048];
+    char *body = malloc(MAX_BODY);
+    assert_non_null(body);
+    memset(body, ' ', MAX_BODY);
+    memcpy(body, "{\"username\":\"ben\"}", 18);
+
+    mint_not_before(7, token, sizeof token); /* valid 2 s from now, with the 5 s leeway */
+    int fd = start_put(fx, "POST", "/api/v1/users", token, body);
+    sleep_ms(3500);
+    assert_int_equal(finish_put(fd, body), 401);
+    free(body);
+    assert_int_equal(fx->repo.inserts, 0);
+}
+
+/* A request that ends without an answer (its client went away in the middle of its body)
+ * is counted as code="none", not lumped with unknown codes as "other". */
+static void a_request_left_without_an_answer_counts_as_none(void **state)
+{
+    struct fixture *fx = *state;
+    char *body = malloc(MAX_BODY);
+    assert_non_null(body);
+    memset(body, ' ', MAX_BODY);
+    int fd = start_put(fx, "PUT", USER_1, fx->token_rw, body);
+    sleep_ms(100);
+    close(fd);
+    free(body);
+    bool seen = false;
+    char last[64] = "";
+    for (int i = 0; i < 500 && !seen; i++) {
+        struct reply r = call(fx, "GET", "/metrics", NULL, NULL, 0, NULL);
+        seen = r.body != NULL &&
+               strstr(r.body, "\nuserdata_http_requests_total{code=\"none\"} 1\n") != NULL;
+        const char *o = r.body != NULL ? strstr(r.body, "{code=\"other\"}") : NULL;
+        snprintf(last, sizeof last, "%.30s", o != NULL ? o : "(no other)");
+        reply_free(&r);
+        if (!seen)
+            sleep_ms(10);
+    }
+    if (!seen)
+        fail_msg("no code=\"none\" count; %s", last);
 }
 
 /* The paths other than the users routes read no body: a huge declared one, or a client
@@ -1441,6 +1516,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(metrics_and_openapi_need_no_token, setup, teardown),
         cmocka_unit_test_setup_teardown(a_refused_requests_body_is_not_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_token_valid_only_by_the_end_of_the_body_is_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_request_left_without_an_answer_counts_as_none, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(other_paths_answer_a_declared_body_at_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(password_writes_do_not_hold_the_http_workers, setup,

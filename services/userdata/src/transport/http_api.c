@@ -29,8 +29,9 @@
 #define LIST_DEFAULT  50
 #define RETRY_AFTER_S "5"
 
+/* 0: no answer was sent (the client went away first), counted as code="none" */
 static const unsigned tracked_codes[] = {200, 201, 204, 400, 401, 403, 404, 405,
-                                         409, 412, 413, 415, 422, 500, 503};
+                                         409, 412, 413, 415, 422, 500, 503, 0};
 #define N_TRACKED (sizeof tracked_codes / sizeof tracked_codes[0])
 
 /* A write with a password, run by a password lane while its connection is suspended. */
@@ -83,7 +84,8 @@ struct request {
     size_t cap;
     bool too_large;
     bool framing_conflict; /* Transfer-Encoding and Content-Length both given: 400 + close */
-    bool refused;          /* the headers already earn a 401/403/405: the body is dropped */
+    bool refused_early;    /* a users route's headers already earned a 401/403/405 */
+    bool drop_body;        /* the body is never read: dropped as it comes, not held */
     bool admitted;         /* admit() passed */
     struct write_job *job; /* a write queued for a password lane, freed at completion */
     struct timespec start;
@@ -723,6 +725,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const char *expect = header_value(conn, MHD_HTTP_HEADER_EXPECT);
         bool expects_continue = expect != NULL && strcasecmp(expect, "100-continue") == 0;
         bool far_over = false;
+        bool declares_body = header_value(conn, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
         if (cl != NULL && header_value(conn, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL) {
             /* The body is framed by Transfer-Encoding (MHD reads the chunks), so the
              * Content-Length says nothing about its size: 400 and close, once the body is
@@ -738,6 +741,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             req->too_large = errno != 0 || *end != '\0' || n > api->max_body;
             far_over =
                 req->too_large && (errno != 0 || *end != '\0' || n - api->max_body > DRAIN_MAX);
+            declares_body = declares_body || n > 0;
         }
         const char *id;
         bool users = users_route(url, &id);
@@ -750,23 +754,28 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
              * than after draining 8 MiB, or never for a body that is not coming. */
             return users ? MHD_YES : route(api, conn, req, url, method);
         }
-        /* admit() once the body is in; meanwhile a refused request's body is dropped */
-        req->refused = users && refused_by_headers(api, conn, url, method);
+        /* admit() once the body is in. Meanwhile a body that will never be read is dropped as
+         * it comes, never held (a client without a token must not make the server hold a
+         * body per connection): the other paths read none, and a users route's request
+         * refused for its method or token gets that refusal whatever its body. */
+        if (declares_body) {
+            req->refused_early = users && refused_by_headers(api, conn, url, method);
+            req->drop_body = !users || req->refused_early;
+        }
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (req->too_large || req->framing_conflict || req->refused ||
+        if (req->too_large || req->framing_conflict || req->drop_body ||
             n > api->max_body - req->len) {
             /* A declared size a little over the limit (sent without waiting for 100
              * Continue), a chunked body found too large, or one that gets 400 for its
-             * framing, or one whose headers already earn a refusal (no token, say: such a
-             * client must not make the server hold its body). MHD cannot answer in the
-             * middle of a body: drop it and answer 413 (400, the refusal) at its end,
-             * unless it goes on past DRAIN_MAX, when the connection is closed so that one
-             * client cannot send for ever. */
-            if (!req->too_large && !req->framing_conflict && !req->refused) {
+             * framing, or one never read (drop_body). MHD cannot answer in the middle of a
+             * body: drop it and answer 413 (400, the refusal, the other path's answer) at
+             * its end, unless it goes on past DRAIN_MAX, when the connection is closed so
+             * that one client cannot send for ever. */
+            if (!req->too_large && !req->framing_conflict && !req->drop_body) {
                 req->too_large = true;
                 request_body_free(api, req);
             }
@@ -811,6 +820,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         enum MHD_Result ret = admit(api, conn, req, url, method, &ok);
         if (!ok)
             return ret;
+        if (req->refused_early) {
+            /* A token that became valid while the body came (its nbf passed): the body was
+             * dropped, so the refusal of the headers stands. */
+            const struct header bearer[] = {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer"},
+                                            {NULL, NULL}};
+            return send_problem(conn, req, 401, "the token was not valid when the request began",
+                                NULL, bearer);
+        }
     } else if (req->too_large && users_route(url, &id)) {
         /* admitted from the headers; a chunked body then proved too large */
         return send_problem(conn, req, 413, "the request body is too large", NULL, NULL);
@@ -881,7 +898,9 @@ static void register_metrics(struct http_api *api, struct metrics *m)
     if (m == NULL)
         return;
     for (size_t i = 0; i <= N_TRACKED; i++) {
-        if (i < N_TRACKED)
+        if (i < N_TRACKED && tracked_codes[i] == 0)
+            snprintf(labels, sizeof labels, "code=\"none\"");
+        else if (i < N_TRACKED)
             snprintf(labels, sizeof labels, "code=\"%u\"", tracked_codes[i]);
         else
             snprintf(labels, sizeof labels, "code=\"other\"");
