@@ -3,16 +3,27 @@
 # Idempotent: asks dpkg which packages are missing and only then runs
 # `apt-get update` (once) and `apt-get install` for those.
 #
-# Usage: scripts/lib/install-deps.sh [--check] [EXTRA_PACKAGE ...]
-#   --check   only ask dpkg: print the missing packages (one a line) and exit 1 when some
-#             are missing, 0 when none; installs nothing, no apt-get, no npm (scripts/stack
-#             runs this on every `up`)
+# Usage: scripts/lib/install-deps.sh [EXTRA_PACKAGE ...]
+#        scripts/lib/install-deps.sh --check PACKAGE...
+#   --check   only ask dpkg about the PACKAGEs given: print the missing ones (one a line)
+#             and exit 1 when some are missing, 0 when none; installs nothing, no apt-get,
+#             no npm (scripts/stack runs this on every `up`, for the packages it needs)
 set -euo pipefail
 
 check_only=0
 if [ "${1:-}" = --check ]; then
     check_only=1
     shift
+fi
+
+if ((check_only)); then
+    missing=()
+    for pkg in "$@"; do
+        status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+        [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
+    done
+    ((${#missing[@]} == 0)) || printf '%s\n' "${missing[@]}"
+    exit $((${#missing[@]} > 0))
 fi
 
 PACKAGES=(
@@ -37,25 +48,12 @@ is_installed() {
     [[ "$status" == "install ok installed" ]]
 }
 
-# One dpkg-query for the whole list (this runs on every `scripts/stack up`).
-declare -A installed=()
-while IFS=$'\t' read -r pkg status; do
-    [[ "$status" == "install ok installed" ]] && installed[$pkg]=1
-done < <(dpkg-query -W -f='${Package}\t${Status}\n' "${PACKAGES[@]}" 2>/dev/null || true)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-    if [[ -z "${installed[$pkg]:-}" ]]; then
+    if ! is_installed "$pkg"; then
         missing+=("$pkg")
     fi
 done
-
-if ((check_only)); then
-    if ((${#missing[@]} > 0)); then
-        printf '%s\n' "${missing[@]}"
-        exit 1
-    fi
-    exit 0
-fi
 
 # tests/k8s: kubernetes-models and yaml, pinned by its package-lock.json (npm registry).
 npm_deps() {

@@ -14,9 +14,13 @@
 # Debian packages the stack needs, by the command they provide. Only the packages of
 # missing commands are passed on: e.g. `npm` is installed only when there is no npm
 # command (NodeSource's nodejs ships its own npm, and Debian's npm package conflicts with
-# it). Besides the commands, every package of install-deps.sh's own list is checked
+# it). Besides the commands, the packages the services' build needs are checked
 # (`install-deps.sh --check`, dpkg only): a machine with all the commands but without, say,
-# libmicrohttpd-dev could not build userdata.
+# libmicrohttpd-dev could not build userdata. Only those: a package the stack does not use
+# (valgrind, wrk, ...) missing, or without an install candidate, must not make every `up`
+# run apt-get.
+STACK_BUILD_PACKAGES=(build-essential pkg-config libmicrohttpd-dev libmariadb-dev libcjson-dev
+    libcmocka-dev libsodium-dev libjwt-dev librdkafka-dev libcurl4-openssl-dev uuid-dev)
 ensure_debian_tools() {
     local missing=() c pkgs=""
     for c in java:openjdk-17-jre-headless mvn:maven node:nodejs npm:npm jq:jq curl:curl \
@@ -29,7 +33,7 @@ ensure_debian_tools() {
         fi
     done
     if ((${#missing[@]} == 0)) &&
-        pkgs="$("$STACK_REPO/scripts/lib/install-deps.sh" --check 2>/dev/null)"; then
+        pkgs="$("$STACK_REPO/scripts/lib/install-deps.sh" --check "${STACK_BUILD_PACKAGES[@]}" 2>/dev/null)"; then
         return 0
     fi
     pkgs="${missing[*]} ${pkgs//$'\n'/ }"
