@@ -1588,6 +1588,8 @@ static long get_within(const char *url, const char *token, long timeout_ms)
     return status;
 }
 
+static long db_scalar(const char *db_name, const char *sql);
+
 struct held_get {
     char url[256];
     long status;
@@ -1645,7 +1647,19 @@ static void test_health_port_answers_while_the_workers_wait(void **state)
     snprintf(g.url, sizeof g.url, "http://127.0.0.1:%s/api/v1/users?limit=1", api);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, held_get_main, &g), 0);
-    sleep_ms(500); /* the worker now waits for the table */
+    /* Until the worker's SELECT waits for the table (seen from the server's side). */
+    char waiting_sql[512];
+    snprintf(waiting_sql, sizeof waiting_sql,
+             "SELECT COUNT(*) FROM information_schema.processlist WHERE db = '%s' AND "
+             "info LIKE 'SELECT%%users%%' AND id <> CONNECTION_ID()",
+             g_svc.db_name);
+    long waiting = 0;
+    for (int i = 0; i < 100 && waiting < 1; i++) {
+        waiting = db_scalar(g_svc.db_name, waiting_sql);
+        if (waiting < 1)
+            sleep_ms(50);
+    }
+    assert_true(waiting >= 1);
 
     snprintf(url, sizeof url, "http://127.0.0.1:%s/healthz", api);
     long api_healthz = get_within(url, NULL, 1500);

@@ -816,8 +816,6 @@ static void a_slow_batch_hands_back_a_partition_twice(void **state)
     assert_int_equal(committed_at(fx, topic, 1), 4);
 }
 
-/* A partition paused for a retry holds back only itself: the other partition's events are
- * handled meanwhile (polling goes on), and the paused one resumes in order. */
 /* The topic does not exist yet when push-email subscribes (a fresh stack: Debezium makes
  * cdc.info-user with the first change), and the first email must not wait for it. With
  * librdkafka 2.0.2 and Kafka 3.9 the consumer finds it within about 3 s (measured also
@@ -848,6 +846,8 @@ static void a_topic_created_after_the_subscription_is_read(void **state)
     assert_int_equal(r.seen[0], 700);
 }
 
+/* A partition paused for a retry holds back only itself: the other partition's events are
+ * handled meanwhile (polling goes on), and the paused one resumes in order. */
 static void a_paused_partition_does_not_hold_the_others(void **state)
 {
     struct fixture *fx = *state;
