@@ -22,6 +22,7 @@
 #include "datasources/sodium_hasher.h"
 #include "datasources/system_env.h"
 #include "db_fixture.h"
+#include "tests/lib/stdout_capture.h"
 
 static struct db_fixture fx;
 static struct mariadb_user_repo *repo;
@@ -483,43 +484,7 @@ static void test_killed_connections_are_replaced_transparently(void **state)
     assert_user_equal(&w, &got);
 }
 
-/* ---- log capture: shared/log writes one line per write(2) to fd 1 */
-
-static int saved_stdout = -1;
-static int capture_fd = -1;
-
-/* Points fd 1 at a fresh temp file until capture_end. */
-static void capture_begin(void)
-{
-    char path[] = "/tmp/test_repo_log_XXXXXX";
-
-    fflush(stdout);
-    capture_fd = mkstemp(path);
-    assert_true(capture_fd >= 0);
-    unlink(path);
-    saved_stdout = dup(STDOUT_FILENO);
-    assert_true(saved_stdout >= 0);
-    assert_true(dup2(capture_fd, STDOUT_FILENO) >= 0);
-}
-
-/* Restores stdout and returns what was written (also echoed to stderr); caller frees. */
-static char *capture_end(void)
-{
-    off_t size;
-    char *buf;
-
-    dup2(saved_stdout, STDOUT_FILENO);
-    close(saved_stdout);
-    size = lseek(capture_fd, 0, SEEK_END);
-    assert_true(size >= 0);
-    buf = malloc((size_t)size + 1);
-    assert_non_null(buf);
-    assert_int_equal(pread(capture_fd, buf, (size_t)size, 0), size);
-    buf[size] = '\0';
-    close(capture_fd);
-    fputs(buf, stderr);
-    return buf;
-}
+/* ---- log capture (tests/lib/stdout_capture.h) */
 
 static size_t count_of(const char *haystack, const char *needle)
 {
@@ -587,7 +552,8 @@ static void test_duplicates_are_told_apart_when_the_server_speaks_german(void **
     make_user(&b, "de");
     memcpy(b.id, a.id, sizeof b.id);
     enum user_repo_err dup_id = p.ops->insert(p.self, &b);
-    char *log = capture_end();
+    char *log = capture_end(NULL);
+    fputs(log, stderr); /* for a failure's report */
 
     assert_repo(USER_REPO_OK, ins_a);
     assert_repo(USER_REPO_DUPLICATE_USERNAME, dup_name);
@@ -654,7 +620,8 @@ static void test_an_outage_under_load_logs_a_bounded_number_of_lines(void **stat
                        USER_REPO_UNAVAILABLE;
         unavailable += p.ops->ping(p.self) == USER_REPO_UNAVAILABLE;
     }
-    char *log = capture_end();
+    char *log = capture_end(NULL);
+    fputs(log, stderr); /* for a failure's report */
     mariadb_user_repo_free(r);
 
     assert_int_equal(unavailable, 400);

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include "shared/log.h"
+#include "tests/lib/stdout_capture.h"
 
 #include <cJSON.h>
 #include <pthread.h>
@@ -14,43 +15,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-static int saved_stdout = -1;
-static int capture_fd = -1;
-
-/* Points fd 1 at a fresh temp file until capture_end. */
-static void capture_begin(void)
-{
-    char path[] = "/tmp/test_log_XXXXXX";
-
-    fflush(stdout);
-    capture_fd = mkstemp(path);
-    assert_true(capture_fd >= 0);
-    unlink(path);
-    saved_stdout = dup(STDOUT_FILENO);
-    assert_true(saved_stdout >= 0);
-    assert_true(dup2(capture_fd, STDOUT_FILENO) >= 0);
-}
-
-/* Restores stdout and returns what was written; caller frees. */
-static char *capture_end(size_t *len_out)
-{
-    off_t size;
-    char *buf;
-
-    dup2(saved_stdout, STDOUT_FILENO);
-    close(saved_stdout);
-    size = lseek(capture_fd, 0, SEEK_END);
-    assert_true(size >= 0);
-    buf = malloc((size_t)size + 1);
-    assert_non_null(buf);
-    assert_int_equal(pread(capture_fd, buf, (size_t)size, 0), size);
-    buf[size] = '\0';
-    close(capture_fd);
-    if (len_out != NULL)
-        *len_out = (size_t)size;
-    return buf;
-}
 
 static int setup(void **state)
 {
