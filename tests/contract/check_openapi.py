@@ -96,20 +96,27 @@ def norm_path(p):
 def code_routes(c, defines, fns):
     """Returns {path template: (Allow value, whether serve_users handles it)}."""
     route = fns.get("route")
-    users = fns.get("admit")
+    admit = fns.get("admit")
+    allow_fn = fns.get("users_allow")
     users_route = fns.get("users_route")
     text = fns.get("serve_text")
-    if route is None or users is None or text is None or users_route is None:
-        fail("http_api.c: cannot find route(), admit(), users_route() or serve_text(); update "
-             "the checker")
+    if (route is None or admit is None or allow_fn is None or text is None
+            or users_route is None):
+        fail("http_api.c: cannot find route(), admit(), users_allow(), users_route() or "
+             "serve_text(); update the checker")
         return {}
     text_allow = set(allow_literals(text))
+    # admit() answers 405 with what users_allow() returns for the collection (id NULL) and
+    # for an item.
+    if not re.search(r"users_allow\(\s*id\b[\s\S]*?method_not_allowed\(\s*conn\s*,\s*req\s*,"
+                     r"\s*allow\s*\)", admit):
+        fail("http_api.c: admit() does not answer 405 with users_allow(); update the checker")
     users_allow = {}
-    for m in re.finditer(r"if\s*\(\s*id\s*([!=])=\s*NULL[^\n]*\n?[^\n]*?method_not_allowed\("
-                         r"[^\"]*\"([^\"]*)\"", users):
+    for m in re.finditer(r"if\s*\(\s*id\s*([!=])=\s*NULL[^\n]*\n?\s*return\s*\"([^\"]*)\"",
+                         allow_fn):
         users_allow["item" if m.group(1) == "!" else "collection"] = m.group(2)
     if set(users_allow) != {"item", "collection"}:
-        fail("http_api.c: cannot find both Allow values in admit(); update the checker")
+        fail("http_api.c: cannot find both Allow values in users_allow(); update the checker")
 
     routes = {}
     # The users routes: route() hands what users_route() matches to serve_users().
