@@ -59,6 +59,8 @@ def common(em, what):
     t.check(bool((em.get("html") or "").strip()), f"{what}: has a text/html part")
     t.check(bool(message_id(em)), f"{what}: has a Message-ID")
     t.check(bool((em.get("headers") or {}).get("date")), f"{what}: has a Date")
+    auto = (em.get("headers") or {}).get("auto-submitted")
+    t.eq(auto, "auto-generated", f"{what}: Auto-Submitted: auto-generated (RFC 3834)")
     src = mail.source(em["id"])
     blobs = [em.get("subject") or "", em.get("text") or "", em.get("html") or "", src]
     leaked = [s for s in secrets if any(s in b for b in blobs)]
@@ -89,6 +91,19 @@ def run_case(name, action, expect):
 
 def has(t_, hay, needle, what):
     return t_.check(needle in (hay or ""), f"{what}: contains {needle!r}")
+
+
+def masked(addr):
+    """How the notice to an old address names the new one: n***@example.org."""
+    local, _, domain = addr.rpartition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def not_shown(em, needle, what):
+    """The email shows needle nowhere: subject, text, HTML or source."""
+    blobs = [em.get("subject") or "", em.get("text") or "", em.get("html") or "",
+             mail.source(em["id"]) if em.get("id") else ""]
+    return t.check(not any(needle in b for b in blobs), f"{what}: does not show {needle!r}")
 
 
 def sql(query):
@@ -156,10 +171,18 @@ has(t, e.get("html"), "Ada King", "profile html (new)")
 got = run_case("email change", lambda: patch(uid, "email", email=addr2),
                [(addr1, f"Security notice: the email address of your {APP} account was changed"),
                 (addr2, f"This is now the email address of your {APP} account")])
-for a in (addr1, addr2):
-    e = got.get(a, {})
-    has(t, e.get("text"), f"Before: {addr1}", f"email change text to {a}")
-    has(t, e.get("text"), f"Now: {addr2}", f"email change text to {a}")
+# The new address gets every value; the old one, which may not be the owner's any more,
+# the new address masked and the names of the changed fields only.
+e = got.get(addr2, {})
+has(t, e.get("text"), f"Before: {addr1}", f"email change text to {addr2}")
+has(t, e.get("text"), f"Now: {addr2}", f"email change text to {addr2}")
+e = got.get(addr1, {})
+has(t, e.get("text"), masked(addr2), f"email change text to {addr1} (new address masked)")
+has(t, e.get("html"), masked(addr2), f"email change html to {addr1} (new address masked)")
+has(t, e.get("text"), "What changed:\r\n* Email address", f"email change text to {addr1} (labels)")
+t.check("Before:" not in (e.get("text") or "") and "Now:" not in (e.get("text") or ""),
+        f"email change text to {addr1}: no old or new values")
+not_shown(e, addr2, f"email change to {addr1}")
 
 got = run_case("password change", lambda: patch(uid, "password", password=PW2),
                [(addr2, f"Your {APP} password was changed")])
@@ -210,6 +233,21 @@ got = run_case("email + password + locale at once",
                 (at1, f"Your {APP} password was changed"),
                 (at2, f"Esta es ahora la dirección de correo de tu cuenta de {APP}"),
                 (at2, f"Se cambió la contraseña de tu cuenta de {APP}")])
+# Both emails to the old address keep the new one (the intruder's, here) masked, and the
+# notice names the changed fields (in the owner's language as it was) without values; the
+# new address hears the values, in its new language.
+for e in mail.emails():
+    subj, txt = e.get("subject") or "", e.get("text") or ""
+    if at1 in recipients(e):
+        not_shown(e, at2, f"takeover email {subj!r} to the old address")
+    if at1 in recipients(e) and subj.startswith("Security notice"):
+        has(t, txt, masked(at2), "takeover notice to the old address (masked)")
+        has(t, txt, "* Email address", "takeover notice to the old address (labels)")
+        has(t, txt, "* Language", "takeover notice to the old address (labels)")
+        t.check("Spanish" not in txt and "English" not in txt,
+                "takeover notice to the old address: no old or new language value")
+    if at2 in recipients(e) and subj.startswith("Esta es ahora"):
+        has(t, txt, f"Ahora: {at2}", "takeover confirmation to the new address (values)")
 
 # ---------------------------------------------------------------- locales
 npt, nes = unique("joao"), unique("inigo")

@@ -12,7 +12,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char *const NAMES[] = {
-    "Date:", "From:", "To:", "Subject:", "Message-ID:", "MIME-Version:", "Content-Type:"};
+    "Date:",         "From:",           "To:",          "Subject:", "Message-ID:",
+    "MIME-Version:", "Auto-Submitted:", "Content-Type:"};
 #define N_NAMES (sizeof NAMES / sizeof NAMES[0])
 
 static void check(const char *out, size_t len)

@@ -13,8 +13,9 @@
 
 #include "entities/email_message.h"
 
-static const char *const HEADER_NAMES[] = {"Date",       "From",         "To",          "Subject",
-                                           "Message-ID", "MIME-Version", "Content-Type"};
+static const char *const HEADER_NAMES[] = {"Date",           "From",        "To",
+                                           "Subject",        "Message-ID",  "MIME-Version",
+                                           "Auto-Submitted", "Content-Type"};
 #define N_HEADERS (sizeof HEADER_NAMES / sizeof HEADER_NAMES[0])
 
 struct parsed {
@@ -191,10 +192,12 @@ static void write_and_parse(const struct email_message *m, struct parsed *p)
     }
     assert_int_equal(seen, N_HEADERS);
     assert_string_equal(p->headers[5], "1.0");
+    /* RFC 3834: auto-responders (vacation replies, out of office) must not answer. */
+    assert_string_equal(p->headers[6], "auto-generated");
 
     /* The parts. */
     {
-        const char *ct = p->headers[6];
+        const char *ct = p->headers[7];
         const char *b = strstr(ct, "boundary=\"");
         const char *t, *h, *end;
         assert_int_equal(strncmp(ct, "multipart/alternative;", 22), 0);
@@ -315,6 +318,49 @@ static void header_injection_adds_no_header(void **state)
     write_and_parse(&m, &p);
     assert_string_equal(p.headers[3], "ab[31mc");
     assert_string_equal(p.headers[1], "noreply@example.com");
+    parsed_free(&p);
+}
+
+/* Every message says it is automatic, exactly once, whatever its values. */
+static void every_message_is_marked_auto_generated(void **state)
+{
+    struct email_message m = sample();
+    struct parsed p;
+    (void)state;
+
+    m.subject = "Auto-Submitted: no";
+    m.from_name = "x\r\nAuto-Submitted: no";
+    m.text_body = "Auto-Submitted: no\r\n";
+    write_and_parse(&m, &p); /* checks the header block holds it once, in its place */
+    {
+        size_t count = 0;
+        for (const char *q = p.raw; (q = strstr(q, "\r\nAuto-Submitted:")) != NULL; q++)
+            count++;
+        assert_int_equal(count, 1); /* as a header line: once */
+    }
+    assert_non_null(strstr(p.raw, "\r\nMIME-Version: 1.0\r\nAuto-Submitted: auto-generated\r\n"));
+    assert_null(strstr(p.raw, "\r\nAuto-Submitted: no"));
+    parsed_free(&p);
+}
+
+/* C1 controls and bidi overrides (from a value, or the display name) could disguise what a
+ * subject says: they go, like C0 controls. */
+static void headers_drop_c1_and_bidi_controls(void **state)
+{
+    struct email_message m = sample();
+    struct parsed p;
+    char *decoded;
+    (void)state;
+
+    m.subject = "Hi \xe2\x80\xae"
+                "moc.live\xe2\x80\xac \xc2\x9b"
+                "31m \xe2\x81\xa6x\xe2\x81\xa9 \xc3\xa9";
+    m.from_name = "cdc\xe2\x80\xaenotify\xc2\x85";
+    write_and_parse(&m, &p);
+    decoded = decode_words(p.headers[3]);
+    assert_string_equal(decoded, "Hi moc.live 31m x \xc3\xa9");
+    free(decoded);
+    assert_string_equal(p.headers[1], "\"cdcnotify\" <noreply@example.com>");
     parsed_free(&p);
 }
 
@@ -483,7 +529,7 @@ static void boundary_never_occurs_in_bodies(void **state)
     (void)state;
 
     write_and_parse(&m, &p);
-    b = strstr(p.headers[6], "boundary=\"") + 10;
+    b = strstr(p.headers[7], "boundary=\"") + 10;
     snprintf(first, sizeof first, "%.*s", (int)(strchr(b, '"') - b), b);
     parsed_free(&p);
 
@@ -492,7 +538,7 @@ static void boundary_never_occurs_in_bodies(void **state)
     m.text_body = body;
     m.html_body = first;
     write_and_parse(&m, &p);
-    b = strstr(p.headers[6], "boundary=\"") + 10;
+    b = strstr(p.headers[7], "boundary=\"") + 10;
     assert_int_not_equal(strncmp(b, first, strlen(first)) == 0 && b[strlen(first)] == '"', 1);
     assert_memory_equal(p.text, "see --", 6);
     assert_string_equal(p.html, first);
@@ -577,6 +623,8 @@ int main(void)
         cmocka_unit_test(plain_message_round_trips),
         cmocka_unit_test(date_is_rfc5322_utc),
         cmocka_unit_test(header_injection_adds_no_header),
+        cmocka_unit_test(every_message_is_marked_auto_generated),
+        cmocka_unit_test(headers_drop_c1_and_bidi_controls),
         cmocka_unit_test(international_subjects_round_trip),
         cmocka_unit_test(long_ascii_subject_is_folded),
         cmocka_unit_test(huge_subject_stays_within_limits),

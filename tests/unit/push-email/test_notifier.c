@@ -187,8 +187,10 @@ static const struct delivery_log_ops fake_log_ops = {
 };
 
 /* --- fake templates: en complete, pt-BR only for welcome --------------------------------- */
-static bool g_typo;      /* en's welcome.txt says {{ful_name}} */
-static bool g_pt_fields; /* pt-BR has a fields file */
+static bool g_typo;                 /* en's welcome.txt says {{ful_name}} */
+static bool g_pt_fields;            /* pt-BR has a fields file */
+static const char *g_en_fields;     /* en's fields file instead of the one below */
+static const char *g_en_old_notice; /* en's email_changed_old.txt instead of the one below */
 static const char *ft_get(void *self, const char *locale, const char *name)
 {
     (void)self;
@@ -200,8 +202,8 @@ static const char *ft_get(void *self, const char *locale, const char *name)
         {"profile_changed.txt", "{{#changes}}{{label}}: {{old}} -> {{new}}\n{{/changes}}"},
         {"profile_changed.html", "<ul>{{#changes}}<li>{{label}}</li>{{/changes}}</ul>"},
         {"email_changed_old.subject", "Your email changed"},
-        {"email_changed_old.txt", "now {{new_email}}"},
-        {"email_changed_old.html", "<p>now {{new_email}}</p>"},
+        {"email_changed_old.txt", "now {{new_email_masked}}: {{#changes}}{{label}};{{/changes}}"},
+        {"email_changed_old.html", "<p>now {{new_email_masked}}</p>"},
         {"email_changed_new.subject", "Email confirmed"},
         {"email_changed_new.txt", "was {{old_email}}"},
         {"email_changed_new.html", "<p>was {{old_email}}</p>"},
@@ -225,6 +227,11 @@ static const char *ft_get(void *self, const char *locale, const char *name)
         return "full_name=Nome\n";
     if (g_typo && strcmp(locale, "en") == 0 && strcmp(name, "welcome.txt") == 0)
         return "Hello {{ful_name}}";
+    if (g_en_fields != NULL && strcmp(locale, "en") == 0 && strcmp(name, "fields") == 0)
+        return g_en_fields;
+    if (g_en_old_notice != NULL && strcmp(locale, "en") == 0 &&
+        strcmp(name, "email_changed_old.txt") == 0)
+        return g_en_old_notice;
     if (strcmp(locale, "en") == 0) {
         for (size_t i = 0; i < sizeof en / sizeof en[0]; i++) {
             if (strcmp(en[i][0], name) == 0)
@@ -283,6 +290,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
+    g_en_fields = NULL;
+    g_en_old_notice = NULL;
     for (size_t i = 0; i < fx->sender.n_sent; i++)
         free(fx->sender.data[i]);
     notifier_free(fx->n);
@@ -322,6 +331,62 @@ static struct user_change email_change(long pos)
     image(&c.before, "old@example.com", "Ana", "en");
     image(&c.after, "new@example.com", "Ana", "en");
     return c;
+}
+
+static int b64_value(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* The text/plain part of a written message, decoded (malloc'd; the test frees). */
+static char *text_part(const char *msg)
+{
+    static const char mark[] = "Content-Type: text/plain; charset=UTF-8\r\n"
+                               "Content-Transfer-Encoding: base64\r\n\r\n";
+    const char *p = strstr(msg, mark);
+    char *out;
+    size_t o = 0;
+    unsigned v = 0;
+    int bits = 0;
+
+    assert_non_null(p);
+    p += strlen(mark);
+    out = calloc(1, strlen(p) + 1);
+    assert_non_null(out);
+    for (; *p != '\0' && *p != '-' && *p != '='; p++) {
+        int d = b64_value(*p);
+        if (d < 0)
+            continue; /* CRLF between lines */
+        v = (v << 6) | (unsigned)d;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (char)((v >> bits) & 0xff);
+        }
+    }
+    return out;
+}
+
+static bool utf8_valid(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p != '\0') {
+        size_t n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : 0;
+        if (n == 0)
+            return false;
+        for (size_t i = 1; i < n; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return false;
+        }
+        p += n;
+    }
+    return true;
 }
 
 static void welcome_is_sent_once_even_when_redelivered(void **state)
@@ -527,6 +592,143 @@ static void the_selfcheck_refuses_half_a_kind_and_no_fields(void **state)
     assert_non_null(strstr(err, "locale pt-BR has only 1 of account_deleted.subject"));
 }
 
+/* The old address may no longer be the owner's: its notice names the new address masked
+ * and which fields changed, never their values. */
+static void the_old_address_notice_masks_the_new_one(void **state)
+{
+    struct fixture *fx = *state;
+    struct notify_report rep;
+    static const char *const cases[][2] = {
+        {"new@example.com", "n***@example.com"},
+        {"n@example.com", "n***@example.com"},
+        {"\xc3\xa9lan@exemple.fr", "\xc3\xa9***@exemple.fr"},
+        {"odd\"@\"local@example.com", "o***@example.com"},
+        {"no-at-sign", "n***"},
+    };
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct user_change c = email_change(1000 + (long)i);
+        snprintf(c.after.email, sizeof c.after.email, "%s", cases[i][0]);
+        snprintf(c.after.full_name, sizeof c.after.full_name, "Ana Secret");
+        snprintf(c.after.address, sizeof c.after.address, "1 Hidden Road");
+        size_t first = fx->sender.n_sent;
+        /* The new address may be undeliverable (a failure for the DLQ): the old one is not. */
+        (void)notifier_handle(fx->n, &c, &rep);
+        assert_true(fx->sender.n_sent > first);
+        assert_string_equal(fx->sender.to[first], "old@example.com");
+        char *text = text_part(fx->sender.data[first]);
+        char want[128];
+        snprintf(want, sizeof want, "now %s: Email;Full name;address;", cases[i][1]);
+        assert_string_equal(text, want);
+        assert_null(strstr(fx->sender.data[first], cases[i][0]));
+        free(text);
+    }
+}
+
+/* ... and a template that would show them anyway is refused at start. */
+static void the_selfcheck_refuses_values_in_the_old_address_notice(void **state)
+{
+    struct fixture *fx = *state;
+    char err[256] = "";
+    static const char *const en[] = {"en"};
+    static const char *const leaks[][2] = {
+        {"now {{new_email}}", "{{new_email}}"},
+        {"{{#changes}}{{label}}: {{old}}{{/changes}}", "{{old}}"},
+        {"{{#changes}}{{label}}: {{new}}{{/changes}}", "{{new}}"},
+    };
+
+    for (size_t i = 0; i < sizeof leaks / sizeof leaks[0]; i++) {
+        g_en_old_notice = leaks[i][0];
+        assert_int_equal(notifier_selfcheck(fx->n, en, 1, err, sizeof err), -1);
+        if (strstr(err, "email_changed_old") == NULL || strstr(err, leaks[i][1]) == NULL)
+            fail_msg("%s: %s", leaks[i][0], err);
+    }
+    g_en_old_notice = NULL;
+    assert_int_equal(notifier_selfcheck(fx->n, en, 1, err, sizeof err), 0);
+}
+
+/* A label longer than its place is cut at a character boundary, never inside one. */
+static void a_long_label_is_cut_between_characters(void **state)
+{
+    struct fixture *fx = *state;
+    struct notify_report rep;
+    static char fields[512];
+    char a94[95], b158[159], want[400];
+    struct user_change c = change(CHANGE_UPDATE, 1100);
+
+    memset(a94, 'a', 94);
+    a94[94] = '\0';
+    memset(b158, 'b', 158);
+    b158[158] = '\0';
+    /* 94 + 2 + 2 bytes for a 96-byte place, 158 + 2 for a 160-byte one */
+    snprintf(fields, sizeof fields, "full_name=%s\xc3\xa9\xc3\xa9\nstatus.CONFIRMED=%s\xc3\xbc\n",
+             a94, b158);
+    g_en_fields = fields;
+    c.has_before = c.has_after = true;
+    image(&c.before, "ana@example.com", "Ana", "en");
+    image(&c.after, "ana@example.com", "Ana Lima", "en");
+    snprintf(c.after.status, sizeof c.after.status, "CONFIRMED");
+    assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_DONE);
+    assert_int_equal(fx->sender.n_sent, 1);
+    char *text = text_part(fx->sender.data[0]);
+    assert_true(utf8_valid(text));
+    snprintf(want, sizeof want, "%s: Ana -> Ana Lima\r\nstatus: UNCONFIRMED -> %s\r\n", a94, b158);
+    assert_string_equal(text, want);
+    free(text);
+}
+
+/* The start-up check refuses such a label instead, naming the file and the key. */
+static void the_selfcheck_refuses_a_label_too_long_for_its_place(void **state)
+{
+    struct fixture *fx = *state;
+    char err[256] = "";
+    static char fields[512];
+    static const char *const en[] = {"en"};
+    char a[200];
+
+    g_en_fields = fields;
+    memset(a, 'a', sizeof a);
+    snprintf(fields, sizeof fields, "email=Email\nfull_name=%.95s\nnot_set=-\nstatus.X=%.159s\n", a,
+             a);
+    assert_int_equal(notifier_selfcheck(fx->n, en, 1, err, sizeof err), 0); /* just fits */
+    snprintf(fields, sizeof fields, "email=Email\nfull_name=%.96s\n", a);
+    assert_int_equal(notifier_selfcheck(fx->n, en, 1, err, sizeof err), -1);
+    if (strstr(err, "en/fields") == NULL || strstr(err, "full_name") == NULL)
+        fail_msg("%s", err);
+    snprintf(fields, sizeof fields, "not_set=%.96s\n", a);
+    assert_int_equal(notifier_selfcheck(fx->n, en, 1, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not_set"));
+    snprintf(fields, sizeof fields, "full_name=Name\r\nlocale.pt-BR=%.160s\r\n", a);
+    assert_int_equal(notifier_selfcheck(fx->n, en, 1, err, sizeof err), -1);
+    if (strstr(err, "en/fields") == NULL || strstr(err, "locale.pt-BR") == NULL)
+        fail_msg("%s", err);
+    assert_null(strchr(err, '\n'));
+}
+
+/* POSIX spells locales with '_' (pt_BR): read as pt-BR, not as an unknown locale. */
+static void an_underscore_locale_reads_as_a_hyphen(void **state)
+{
+    struct fixture *fx = *state;
+    struct notify_report rep;
+    static const char *const locales[] = {"pt_BR", "pt_br", "PT_BR", "pt_PT"};
+
+    for (size_t i = 0; i < sizeof locales / sizeof locales[0]; i++) {
+        struct user_change c = change(CHANGE_CREATE, 1200 + (long)i);
+        c.has_after = true;
+        image(&c.after, "ana@example.com", "Ana", locales[i]);
+        assert_int_equal(notifier_handle(fx->n, &c, &rep), NOTIFY_DONE);
+        if (strstr(fx->sender.data[i], "Subject: Bem-vindo, Ana\r\n") == NULL)
+            fail_msg("%s was not read as pt-BR", locales[i]);
+    }
+    /* A locale value with '_' is named in the locale's words too. */
+    struct user_change u = change(CHANGE_UPDATE, 1300);
+    u.has_before = u.has_after = true;
+    image(&u.before, "ana@example.com", "Ana", "en");
+    image(&u.after, "ana@example.com", "Ana", "pt_BR");
+    assert_int_equal(notifier_handle(fx->n, &u, &rep), NOTIFY_DONE);
+    assert_non_null(strstr(fx->sender.data[4], "Subject: Language: en -> Portuguese (Brazil)\r\n"));
+}
+
 static void transient_failure_retries_and_sends_nothing_twice(void **state)
 {
     struct fixture *fx = *state;
@@ -650,6 +852,13 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(locale_falls_back_by_case_language_and_default, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(the_old_address_notice_masks_the_new_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_selfcheck_refuses_values_in_the_old_address_notice,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(a_long_label_is_cut_between_characters, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_selfcheck_refuses_a_label_too_long_for_its_place, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(an_underscore_locale_reads_as_a_hyphen, setup, teardown),
         cmocka_unit_test_setup_teardown(transient_failure_retries_and_sends_nothing_twice, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(permanent_failure_reports_for_the_dlq_and_moves_on, setup,

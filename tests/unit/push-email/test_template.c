@@ -67,6 +67,21 @@ static const char *const NAMES[] = {
     "a\tb\x01"
     "c\x7f"
     "d",
+    /* ESC (a terminal escape), CSI as a C1 control (U+009B), RLO (U+202E), LRI (U+2066),
+     * PDF (U+202C), PDI (U+2069), NEL (U+0085), DEL, a lone CR: none may reach a body. */
+    "unseen",
+    "a\x1b[31mb\xc2\x9b"
+    "c\xe2\x80\xae"
+    "d\xe2\x81\xa6"
+    "e\xe2\x80\xac"
+    "f\xe2\x81\xa9"
+    "g\xc2\x85"
+    "h\x7fi\x01j",
+    /* Neighbours of those controls that are text and stay: U+00A0, U+00E9, U+202F, U+2065. */
+    "near",
+    "\xc2\xa0\xc3\xa9\xe2\x80\xaf\xe2\x81\xa5",
+    "multi",
+    "1 Main St\nApt 2\r\nTown\rEnd: {{x}}\n\nLast",
     NULL,
 };
 static const struct item ITEMS[] = {
@@ -142,9 +157,40 @@ static void text_keeps_values_as_they_are(void **state)
 {
     (void)state;
     expect("{{full_name}}", TEMPLATE_TEXT, "Ana <b>Lima</b> & \"Co\" 'x'");
-    expect("{{evil}}", TEMPLATE_TEXT, "x\r\nBcc: y@z");
+    expect("{{evil}}", TEMPLATE_TEXT, "x\n    Bcc: y@z");
     /* A value that looks like a tag is output, never expanded. */
     expect("{{tag}}", TEMPLATE_TEXT, "{{username}}{{#changes}}");
+}
+
+/* Terminal escapes, C1 controls and bidi overrides in a value would reorder or hide what
+ * the person reads: dropped from every part; tabs and line breaks stay in the bodies. */
+static void bodies_drop_control_and_bidi_characters(void **state)
+{
+    (void)state;
+    expect("[{{unseen}}]", TEMPLATE_TEXT, "[a[31mbcdefghij]");
+    expect("[{{unseen}}]", TEMPLATE_HTML, "[a[31mbcdefghij]");
+    expect("[{{unseen}}]", TEMPLATE_HEADER, "[a[31mbcdefghij]");
+    expect("{{ctl}}", TEMPLATE_TEXT, "a\tbcd");
+    expect("{{ctl}}", TEMPLATE_HTML, "a\tbcd");
+    /* Their neighbours in the same UTF-8 blocks are text, and stay. */
+    expect("{{near}}", TEMPLATE_TEXT, "\xc2\xa0\xc3\xa9\xe2\x80\xaf\xe2\x81\xa5");
+    expect("{{near}}", TEMPLATE_HTML, "\xc2\xa0\xc3\xa9\xe2\x80\xaf\xe2\x81\xa5");
+    expect("{{near}}", TEMPLATE_HEADER, "\xc2\xa0\xc3\xa9\xe2\x80\xaf\xe2\x81\xa5");
+    /* Template text is ours and is left alone. */
+    expect("\x1b", TEMPLATE_TEXT, "\x1b");
+}
+
+/* A value of several lines (an address) cannot pass for template text in the text part:
+ * its next lines are indented under it. CRLF and a lone CR are line breaks too (the MIME
+ * writer would make them CRLF), so they are indented the same. HTML keeps the breaks. */
+static void text_indents_the_next_lines_of_a_value(void **state)
+{
+    (void)state;
+    expect("  Before: {{multi}}\nThanks", TEMPLATE_TEXT,
+           "  Before: 1 Main St\n    Apt 2\n    Town\n    End: {{x}}\n    \n    Last\nThanks");
+    expect("<td>{{multi}}</td>", TEMPLATE_HTML,
+           "<td>1 Main St\nApt 2\nTown\nEnd: {{x}}\n\nLast</td>");
+    expect("{{multi}}", TEMPLATE_HEADER, "1 Main StApt 2TownEnd: {{x}}Last");
 }
 
 static void header_removes_controls(void **state)
@@ -248,6 +294,8 @@ int main(void)
         cmocka_unit_test(html_escapes_every_special),
         cmocka_unit_test(text_keeps_values_as_they_are),
         cmocka_unit_test(header_removes_controls),
+        cmocka_unit_test(bodies_drop_control_and_bidi_characters),
+        cmocka_unit_test(text_indents_the_next_lines_of_a_value),
         cmocka_unit_test(sections_repeat_per_item),
         cmocka_unit_test(section_without_count_renders_nothing),
         cmocka_unit_test(malformed_templates_fail),

@@ -81,6 +81,8 @@ static const char *sample_get(void *ctx, const char *name)
         return "ana@example.com";
     if (strcmp(name, "new_email") == 0)
         return "ana.new@example.org";
+    if (strcmp(name, "new_email_masked") == 0)
+        return "a***@example.org";
     if (strcmp(name, "app_name") == 0)
         return "cdc-notify";
     return NULL;
@@ -106,6 +108,14 @@ static const char *sample_item(void *ctx, const char *section, size_t i, const c
 }
 
 static const struct template_vars SAMPLE = {sample_get, sample_count, sample_item, NULL};
+
+/* Whether out shows the sample's old (which 0) or new (1) value, as esc writes it. */
+static int has_value(const char *out, enum template_escape esc, int which)
+{
+    static const char *const raw[2] = {"old <b>&</b>", "new \"value\""};
+    static const char *const html[2] = {"old &lt;b&gt;&amp;&lt;/b&gt;", "new &quot;value&quot;"};
+    return strstr(out, esc == TEMPLATE_HTML ? html[which] : raw[which]) != NULL;
+}
 
 static int lists_changes(enum notification_kind k)
 {
@@ -147,9 +157,20 @@ static void check_one(const char *locale, enum notification_kind k, const char *
         if (lists_changes(k) &&
             (strstr(out, "LABEL-ONE") == NULL || strstr(out, "LABEL-TWO") == NULL))
             fail_msg("%s/%s does not list the changes", locale, name);
-        if ((k == NOTIFY_EMAIL_CHANGED_OLD || k == NOTIFY_EMAIL_CHANGED_NEW) &&
-            strstr(out, "ana.new@example.org") == NULL)
+        if (k == NOTIFY_EMAIL_CHANGED_NEW && strstr(out, "ana.new@example.org") == NULL)
             fail_msg("%s/%s does not name the new address", locale, name);
+        if (k == NOTIFY_EMAIL_CHANGED_NEW && (!has_value(out, esc, 0) || !has_value(out, esc, 1)))
+            fail_msg("%s/%s does not show the old and new values", locale, name);
+        if (k == NOTIFY_EMAIL_CHANGED_OLD && strstr(out, "a***@example.org") == NULL)
+            fail_msg("%s/%s does not name the new address masked", locale, name);
+    }
+    /* The old address may not be the owner's any more: it learns neither the new address
+     * nor any value, old or new, not even in its subject. */
+    if (k == NOTIFY_EMAIL_CHANGED_OLD) {
+        if (strstr(out, "ana.new") != NULL)
+            fail_msg("%s/%s shows the new address unmasked", locale, name);
+        if (has_value(out, esc, 0) || has_value(out, esc, 1))
+            fail_msg("%s/%s shows a changed value", locale, name);
     }
     if (esc == TEMPLATE_HTML) {
         if (strstr(out, "<script>") != NULL || strstr(out, "<b>&</b>") != NULL)

@@ -1,9 +1,9 @@
 /* email_message: a rendered email written as RFC 5322 text with a MIME
  * multipart/alternative body (text and HTML, UTF-8, base64).
  *
- * Header safety: every header value is first stripped of C0 controls and DEL and made valid
- * UTF-8, so no value can end a header line; values that are not short printable ASCII go
- * out as RFC 2047 encoded-words, one per folded line.
+ * Header safety: every header value is first stripped of C0 controls and DEL (and of C1 and
+ * bidi controls) and made valid UTF-8, so no value can end a header line; values that are
+ * not short printable ASCII go out as RFC 2047 encoded-words, one per folded line.
  *
  * SMTP dot-stuffing: no line written here starts with '.' (header lines start with a name
  * or a space, body lines are base64 or "--boundary"), and libcurl dot-stuffs uploads anyway. */
@@ -167,8 +167,21 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
-/* A header value made safe: C0 controls and DEL removed, invalid UTF-8 replaced by U+FFFD.
- * Returns a malloc'd string (caller frees), or NULL on OOM. */
+/* True for the UTF-8 sequence s[0..l) of a control that could make a header read other
+ * than it is: C1 (U+0080..U+009F) and the bidi embeddings, overrides and isolates
+ * (U+202A..U+202E, U+2066..U+2069). */
+static bool unicode_control(const unsigned char *s, size_t l)
+{
+    if (l == 2)
+        return s[0] == 0xc2 && s[1] <= 0x9f;
+    if (l == 3 && s[0] == 0xe2)
+        return (s[1] == 0x80 && s[2] >= 0xaa && s[2] <= 0xae) ||
+               (s[1] == 0x81 && s[2] >= 0xa6 && s[2] <= 0xa9);
+    return false;
+}
+
+/* A header value made safe: C0 controls, DEL, C1 and bidi controls removed, invalid UTF-8
+ * replaced by U+FFFD. Returns a malloc'd string (caller frees), or NULL on OOM. */
 static char *header_clean(const char *in)
 {
     const unsigned char *s = (const unsigned char *)(in != NULL ? in : "");
@@ -183,7 +196,7 @@ static char *header_clean(const char *in)
             buf_put(&b, "\xef\xbf\xbd", 3);
             i++;
         } else {
-            if (!(l == 1 && (s[i] < 0x20 || s[i] == 0x7f)))
+            if (!(l == 1 && (s[i] < 0x20 || s[i] == 0x7f)) && !unicode_control(s + i, l))
                 buf_put(&b, s + i, l);
             i += l;
         }
@@ -460,6 +473,8 @@ int email_message_write(const struct email_message *m, char **out, size_t *len)
     buf_str(&b, "Message-ID: ");
     buf_str(&b, m->message_id);
     buf_str(&b, "\r\nMIME-Version: 1.0\r\n");
+    /* RFC 3834 5: no vacation or out-of-office reply to a notification. */
+    buf_str(&b, "Auto-Submitted: auto-generated\r\n");
     buf_str(&b, "Content-Type: multipart/alternative;\r\n boundary=\"");
     buf_str(&b, boundary);
     buf_str(&b, "\"\r\n\r\n");

@@ -24,8 +24,9 @@ bool email_address_valid(const char *addr);
 
 /* Writes the message as RFC 5322 text with CRLF line ends: Date, From, To, Subject
  * (RFC 2047 encoded-words when not plain ASCII, folded under 78 columns), Message-ID,
- * MIME-Version, multipart/alternative with text and HTML parts in UTF-8 base64. Header
- * values have CR, LF and other controls removed first, so no value can add a header.
+ * MIME-Version, Auto-Submitted: auto-generated (RFC 3834), multipart/alternative with
+ * text and HTML parts in UTF-8 base64. Header values have CR, LF and other controls (C1
+ * and bidi controls too) removed first, so no value can add a header.
  * *out is malloc'd (caller frees). Returns 0, or -1 when an address is invalid or memory
  * runs out. */
 int email_message_write(const struct email_message *m, char **out, size_t *len);

@@ -42,7 +42,9 @@ struct notification {
     char recipient[UC_EMAIL_MAX + 1];
     char locale[UC_LOCALE_MAX + 1];
     struct user_image user; /* the image to address the person by (after, or before on d) */
-    size_t n_changes;       /* for PROFILE_CHANGED and EMAIL_CHANGED_*: what changed */
+    /* For PROFILE_CHANGED and EMAIL_CHANGED_*: what changed. EMAIL_CHANGED_OLD carries the
+     * fields only, their values empty: the old mailbox may not be the owner's any more. */
+    size_t n_changes;
     struct field_change changes[UF_COUNT];
     /* "<position key>:<kind name>:<recipient>": the same for every re-emission of the
      * change, different for every email it deserves. */

@@ -67,22 +67,55 @@ static bool out_put(struct out_buf *b, const char *s, size_t n)
     return true;
 }
 
-static bool is_header_control(unsigned char ch)
+/* How a continuation line of a value starts in the text part: deeper than the templates'
+ * own lines ("* Label", "  Before: ..."), so that a value of several lines cannot pass for
+ * template text (see templates/README.md). */
+#define TEXT_VALUE_INDENT "    "
+
+/* The length of a control at s[0..n) that no part of an email may carry from a value: C1
+ * controls (U+0080..U+009F, as UTF-8) and the bidi embeddings, overrides and isolates
+ * (U+202A..U+202E, U+2066..U+2069), which can make text read other than it is. 0 for
+ * anything else; C0 controls are the caller's, per context. */
+static size_t unicode_control_len(const unsigned char *s, size_t n)
 {
-    return ch < 0x20 || ch == 0x7f;
+    if (n >= 2 && s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f)
+        return 2;
+    if (n >= 3 && s[0] == 0xe2 && s[1] == 0x80 && s[2] >= 0xaa && s[2] <= 0xae)
+        return 3;
+    if (n >= 3 && s[0] == 0xe2 && s[1] == 0x81 && s[2] >= 0xa6 && s[2] <= 0xa9)
+        return 3;
+    return 0;
 }
 
-/* Appends s[0..n) escaped for esc. */
+/* Appends s[0..n) escaped for esc:
+ *   HEADER: every C0 control and DEL dropped (no value can end a header line);
+ *   TEXT, HTML: C0 controls but tab and line breaks dropped, and DEL; CRLF and a lone CR
+ *     become LF (the MIME writer makes every line break CRLF anyway); in TEXT each line
+ *     break is followed by TEXT_VALUE_INDENT; in HTML & < > " ' become entities;
+ *   all: C1 and bidi controls dropped. */
 static bool out_escaped(struct out_buf *b, const char *s, size_t n, enum template_escape esc)
 {
+    const unsigned char *u = (const unsigned char *)s;
     size_t run = 0; /* start of the pending run of bytes copied as they are */
 
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
+    for (size_t i = 0; i < n;) {
+        unsigned char ch = u[i];
         const char *rep = NULL;
+        size_t skip = 1; /* bytes replaced or dropped at i, when rep or drop */
         bool drop = false;
 
-        if (esc == TEMPLATE_HTML) {
+        if (ch >= 0x80) {
+            skip = unicode_control_len(u + i, n - i);
+            drop = skip > 0;
+        } else if (esc == TEMPLATE_HEADER) {
+            drop = ch < 0x20 || ch == 0x7f;
+        } else if (ch == '\r' || ch == '\n') {
+            if (ch == '\r' && i + 1 < n && u[i + 1] == '\n')
+                skip = 2;
+            rep = esc == TEMPLATE_TEXT ? "\n" TEXT_VALUE_INDENT : "\n";
+        } else if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+            drop = true;
+        } else if (esc == TEMPLATE_HTML) {
             switch (ch) {
             case '&':
                 rep = "&amp;";
@@ -102,16 +135,17 @@ static bool out_escaped(struct out_buf *b, const char *s, size_t n, enum templat
             default:
                 break;
             }
-        } else if (esc == TEMPLATE_HEADER) {
-            drop = is_header_control(ch);
         }
-        if (rep == NULL && !drop)
+        if (rep == NULL && !drop) {
+            i++;
             continue;
+        }
         if (!out_put(b, s + run, i - run))
             return false;
         if (rep != NULL && !out_put(b, rep, strlen(rep)))
             return false;
-        run = i + 1;
+        i += skip;
+        run = i;
     }
     return out_put(b, s + run, n - run);
 }

@@ -16,8 +16,12 @@ struct template_vars {
     void *ctx;
 };
 
-/* Renders tmpl: {{name}} is replaced by the value, escaped for the context (HTML: & < > " '
- * as entities; HEADER: CR/LF/controls removed; TEXT: as is). Unknown names render empty.
+/* Renders tmpl: {{name}} is replaced by the value, escaped for the context. In every
+ * context C1 controls (U+0080..U+009F) and bidi controls (U+202A..U+202E, U+2066..U+2069)
+ * are removed from values; HEADER: C0 controls and DEL removed (from template text too);
+ * TEXT and HTML: C0 controls but tab and line breaks removed, and DEL; CRLF and CR become
+ * LF; TEXT: each line break inside a value is followed by four spaces, so that its next
+ * lines stay indented under it; HTML: & < > " ' as entities. Unknown names render empty.
  * *out is malloc'd (caller frees). Returns 0, or -1 on malformed template or no memory,
  * with err filled. */
 int template_render(const char *tmpl, enum template_escape esc, const struct template_vars *vars,

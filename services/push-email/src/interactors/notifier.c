@@ -36,6 +36,10 @@
 #define NOTIFIER_LOCALES_MAX 32
 #define LOCALE_LEN           40
 #define LOCALE_CANDIDATES    5
+/* Room for a label from a locale's "fields" file: a field's name or not_set, and a status
+ * or locale value's words. The start-up check refuses a longer one (fields_fit). */
+#define LABEL_LEN       96
+#define VALUE_LABEL_LEN 160
 
 struct notifier {
     /* Scratch for the emails of the change in hand (about 140 KiB): allocated once, as a
@@ -107,9 +111,10 @@ void notifier_free(struct notifier *n)
     free(n);
 }
 
-/* locale in canonical case into canon (LOCALE_LEN): language lower case, a 2-letter
- * region upper case, a 4-letter script title case (pt-br -> pt-BR, zh-hant-tw ->
- * zh-Hant-TW). False when it does not fit. */
+/* locale in canonical form into canon (LOCALE_LEN): '-' between parts, '_' read as one
+ * (pt_BR, as POSIX writes it), language lower case, a 2-letter region upper case, a
+ * 4-letter script title case (pt-br -> pt-BR, zh_hant_tw -> zh-Hant-TW). False when it
+ * does not fit. */
 static bool locale_canonical(const char *locale, char canon[LOCALE_LEN])
 {
     size_t len = strlen(locale);
@@ -118,7 +123,7 @@ static bool locale_canonical(const char *locale, char canon[LOCALE_LEN])
     if (len >= LOCALE_LEN)
         return false;
     for (size_t i = 0; i <= len; i++) {
-        if (locale[i] != '-' && locale[i] != '\0')
+        if (locale[i] != '-' && locale[i] != '_' && locale[i] != '\0')
             continue;
         size_t plen = i - start;
         for (size_t k = start; k < i; k++) {
@@ -131,15 +136,15 @@ static bool locale_canonical(const char *locale, char canon[LOCALE_LEN])
                 ch = (char)(ch - 'A' + 'a');
             canon[k] = ch;
         }
-        canon[i] = locale[i];
+        canon[i] = locale[i] == '_' ? '-' : locale[i];
         part++;
         start = i + 1;
     }
     return true;
 }
 
-/* The locales to try for a person's locale, best first: as given, canonical case
- * (pt-br -> pt-BR), the language alone (pt), the first known locale of that language
+/* The locales to try for a person's locale, best first: as given, canonical form
+ * (pt-br, pt_BR -> pt-BR), the language alone (pt), the first known locale of that language
  * (pt-PT -> pt-BR), then the default. */
 static size_t locale_candidates(const struct notifier *n, const char *locale,
                                 char out[LOCALE_CANDIDATES][LOCALE_LEN])
@@ -193,15 +198,18 @@ static const char *pick_locale(struct notifier *n, const char *locale, const cha
 struct render_ctx {
     const struct notification *note;
     const char *labels; /* the locale's "fields" file: name=Label lines */
-    char label_buf[UF_COUNT][96];
-    char not_set[96];       /* how the locale says "no value" */
-    char value_buf[2][160]; /* a status or locale value in the locale's words (old, new) */
+    char label_buf[UF_COUNT][LABEL_LEN];
+    char not_set[LABEL_LEN];            /* how the locale says "no value" */
+    char value_buf[2][VALUE_LABEL_LEN]; /* a status or locale value in the locale's words */
     const char *old_email;
     const char *new_email;
-    char unknown[48]; /* the first name no template variable has (a typo): an error */
+    char new_email_masked[UC_EMAIL_MAX + 8];
+    char unknown[48];  /* the first name no template variable has (a typo): an error */
+    char withheld[48]; /* the first name this email must not show (see var_get): an error */
 };
 
-/* The label of key in the locale's "fields" file into buf; the key itself when absent. */
+/* The label of key in the locale's "fields" file into buf; the key itself when absent. A
+ * label too long for buf (refused at start: fields_fit) is cut between characters. */
 static const char *label(const char *labels, const char *key, char *buf, size_t buflen)
 {
     size_t klen = strlen(key);
@@ -209,8 +217,15 @@ static const char *label(const char *labels, const char *key, char *buf, size_t 
     snprintf(buf, buflen, "%s", key);
     for (const char *p = labels; p != NULL && *p;) {
         if (strncmp(p, key, klen) == 0 && p[klen] == '=') {
-            size_t vlen = strcspn(p + klen + 1, "\r\n");
-            snprintf(buf, buflen, "%.*s", (int)vlen, p + klen + 1);
+            const char *v = p + klen + 1;
+            size_t vlen = strcspn(v, "\r\n");
+            if (vlen >= buflen) {
+                vlen = buflen - 1;
+                while (vlen > 0 && ((unsigned char)v[vlen] & 0xc0) == 0x80)
+                    vlen--; /* v[vlen] continues a sequence: cut before its lead byte */
+            }
+            memcpy(buf, v, vlen);
+            buf[vlen] = '\0';
             break;
         }
         p = strchr(p, '\n');
@@ -220,11 +235,83 @@ static const char *label(const char *labels, const char *key, char *buf, size_t 
     return buf;
 }
 
+/* The room a label of key needs in the render context. */
+static size_t label_room(const char *key, size_t klen)
+{
+    if ((klen > 7 && strncmp(key, "status.", 7) == 0) ||
+        (klen > 7 && strncmp(key, "locale.", 7) == 0))
+        return VALUE_LABEL_LEN;
+    return LABEL_LEN;
+}
+
+/* Every label of a "fields" file fits where it is copied, so none is ever cut; else -1 and
+ * err names the file and the key. */
+static int fields_fit(const char *labels, const char *locale, char *err, size_t errlen)
+{
+    for (const char *p = labels; p != NULL && *p != '\0';) {
+        size_t line = strcspn(p, "\r\n");
+        const char *eq = memchr(p, '=', line);
+        if (eq != NULL) {
+            size_t klen = (size_t)(eq - p), vlen = line - klen - 1;
+            size_t room = label_room(p, klen);
+            if (vlen >= room) {
+                snprintf(err, errlen, "%s/fields: the label of %.*s is %zu bytes, at most %zu",
+                         locale, (int)(klen < 60 ? klen : 60), p, vlen, room - 1);
+                return -1;
+            }
+        }
+        p += line;
+        p += strspn(p, "\r\n");
+    }
+    return 0;
+}
+
+/* addr with its local part masked: the first character, "***", then "@" and the domain
+ * (new@example.org -> n***@example.org), into out[outlen]. Tells the owner which address
+ * it was without handing it to whoever reads the old mailbox now. */
+static void mask_email(const char *addr, char *out, size_t outlen)
+{
+    const char *at = strrchr(addr, '@'); /* a quoted local part may hold '@': not a domain */
+    size_t local = at != NULL ? (size_t)(at - addr) : strlen(addr);
+    size_t first = 0;
+
+    out[0] = '\0';
+    if (addr[0] == '\0')
+        return;
+    if (local > 0) {
+        unsigned char c = (unsigned char)addr[0];
+        first = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+        for (size_t i = 1; i < first; i++) {
+            if (i >= local || ((unsigned char)addr[i] & 0xc0) != 0x80) {
+                first = i; /* not UTF-8: stop before the odd byte */
+                break;
+            }
+        }
+    }
+    snprintf(out, outlen, "%.*s***%s", (int)first, addr, at != NULL ? at : "");
+}
+
+/* The notice to the old address must not show what the new address, or anything changed,
+ * now is: the variables that would are withheld (an error, like a typo, so that the
+ * start-up check refuses a template that uses them). */
+static bool withheld(struct render_ctx *rc, const char *name)
+{
+    if (rc->note->kind != NOTIFY_EMAIL_CHANGED_OLD)
+        return false;
+    if (strcmp(name, "new_email") != 0 && strcmp(name, "old") != 0 && strcmp(name, "new") != 0)
+        return false;
+    if (rc->withheld[0] == '\0')
+        snprintf(rc->withheld, sizeof rc->withheld, "%s", name);
+    return true;
+}
+
 static const char *var_get(void *ctx, const char *name)
 {
     struct render_ctx *rc = ctx;
     const struct user_image *u = &rc->note->user;
 
+    if (withheld(rc, name))
+        return "";
     if (strcmp(name, "username") == 0)
         return u->username;
     if (strcmp(name, "full_name") == 0)
@@ -235,6 +322,8 @@ static const char *var_get(void *ctx, const char *name)
         return rc->old_email;
     if (strcmp(name, "new_email") == 0)
         return rc->new_email;
+    if (strcmp(name, "new_email_masked") == 0)
+        return rc->new_email_masked;
     if (strcmp(name, "app_name") == 0)
         return "cdc-notify";
     if (rc->unknown[0] == '\0')
@@ -245,7 +334,7 @@ static const char *var_get(void *ctx, const char *name)
 /* A status or locale value as the locale's "fields" file words it ("status.CONFIRMED=...",
  * "locale.pt-BR=..."); the value itself when it has no entry, and for other fields. */
 static const char *value_label(struct render_ctx *rc, const struct field_change *fc,
-                               const char *value, char buf[160])
+                               const char *value, char buf[VALUE_LABEL_LEN])
 {
     char key[80];
 
@@ -257,7 +346,7 @@ static const char *value_label(struct render_ctx *rc, const struct field_change 
         (size_t)snprintf(key, sizeof key, "%s.%s", user_field_name(fc->field), lookup) >=
             sizeof key)
         return value;
-    label(rc->labels, key, buf, 160);
+    label(rc->labels, key, buf, VALUE_LABEL_LEN);
     return strcmp(buf, key) == 0 ? value : buf;
 }
 
@@ -275,6 +364,8 @@ static const char *var_item(void *ctx, const char *section, size_t i, const char
     if (strcmp(section, "changes") != 0 || i >= rc->note->n_changes)
         return NULL;
     fc = &rc->note->changes[i];
+    if (withheld(rc, name))
+        return "";
     if (strcmp(name, "label") == 0)
         return label(rc->labels, user_field_name(fc->field), rc->label_buf[fc->field],
                      sizeof rc->label_buf[fc->field]);
@@ -319,6 +410,7 @@ static int compose(struct notifier *n, const struct notification *note, const st
         snprintf(rc.not_set, sizeof rc.not_set, "-");
     rc.old_email = c->has_before ? c->before.email : "";
     rc.new_email = c->has_after ? c->after.email : "";
+    mask_email(rc.new_email, rc.new_email_masked, sizeof rc.new_email_masked);
     struct template_vars vars = {var_get, var_count, var_item, &rc};
 
     for (size_t i = 0; i < 3; i++) {
@@ -336,6 +428,12 @@ static int compose(struct notifier *n, const struct notification *note, const st
             /* Caught by the start-up self-check: a typo would otherwise go out as a gap. */
             snprintf(reason, reason_len, "template %.40s/%.40s: unknown variable {{%.48s}}", locale,
                      name, rc.unknown);
+            goto out;
+        }
+        if (rc.withheld[0] != '\0') {
+            snprintf(reason, reason_len,
+                     "template %.40s/%.40s: {{%.48s}} is not shown to the old address", locale,
+                     name, rc.withheld);
             goto out;
         }
     }
@@ -394,11 +492,14 @@ int notifier_selfcheck(struct notifier *n, const char *const *locales, size_t co
     snprintf(c.after.email, sizeof c.after.email, "new@example.org");
     for (size_t i = 0; i <= count; i++) {
         const char *locale = i < count ? locales[i] : n->cfg.default_locale;
-        if (n->templates.ops->get(n->templates.self, locale, "fields") == NULL) {
+        const char *fields = n->templates.ops->get(n->templates.self, locale, "fields");
+        if (fields == NULL) {
             snprintf(err, errlen, "%slocale %s has no fields file", i < count ? "" : "default ",
                      locale);
             return -1;
         }
+        if (fields_fit(fields, locale, err, errlen) != 0)
+            return -1;
         for (int k = 0; k < NOTIFY_KINDS; k++) {
             static const char *const suffix[3] = {"subject", "txt", "html"};
             const char *kind = notification_kind_name((enum notification_kind)k);

@@ -191,6 +191,10 @@ size_t notify_rules(const struct user_change *c, struct notification out[NOTIFY_
             for (size_t i = first; i < n; i++) {
                 out[i].n_changes = n_changes;
                 memcpy(out[i].changes, changes, n_changes * sizeof changes[0]);
+                /* The old mailbox may not be the owner's any more: it hears which fields
+                 * changed, not their values (the new address least of all). */
+                for (size_t k = 0; out[i].kind == NOTIFY_EMAIL_CHANGED_OLD && k < n_changes; k++)
+                    out[i].changes[k].old_value[0] = out[i].changes[k].new_value[0] = '\0';
             }
         } else if (n_changes > 0 && c->after.email[0] != '\0') {
             notification_init(&out[n], NOTIFY_PROFILE_CHANGED, c->after.email, &c->after, c);
