@@ -759,8 +759,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
          * body per connection): the other paths read none, and a users route's request
          * refused for its method or token gets that refusal whatever its body. */
         if (declares_body) {
+            bool reads_body = strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+                              strcmp(method, "PATCH") == 0;
             req->refused_early = users && refused_by_headers(api, conn, url, method);
-            req->drop_body = !users || req->refused_early;
+            req->drop_body = !users || req->refused_early || !reads_body;
         }
         return MHD_YES;
     }
@@ -775,7 +777,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
              * body: drop it and answer 413 (400, the refusal, the other path's answer) at
              * its end, unless it goes on past DRAIN_MAX, when the connection is closed so
              * that one client cannot send for ever. */
-            if (!req->too_large && !req->framing_conflict && !req->drop_body) {
+            /* (a dropped body too: a users route's size limit holds for every method) */
+            if (!req->too_large && !req->framing_conflict &&
+                (!req->drop_body || n > api->max_body - req->len)) {
                 req->too_large = true;
                 request_body_free(api, req);
             }
@@ -840,7 +844,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     struct http_api *api = cls;
     struct request *req = *con_cls;
-    (void)toe;
     (void)conn;
 
     if (req == NULL)
@@ -852,9 +855,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                   req->method, "path", req->path, "write",
                   req->job->result == USERS_OK ? "done" : "not done", NULL);
     double secs = seconds_since(&req->start);
+    /* No status of ours: cut short (client gone, timeout, shutdown) is "none", no answer
+     * was sent; otherwise libmicrohttpd answered or failed it itself (a malformed chunk
+     * gets its own 400), with a code not known here: "other". */
+    bool cut_short = toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ||
+                     toe == MHD_REQUEST_TERMINATED_READ_ERROR ||
+                     toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ||
+                     toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN;
     size_t slot = N_TRACKED;
     for (size_t i = 0; i < N_TRACKED; i++) {
-        if (tracked_codes[i] == req->status)
+        if (tracked_codes[i] == req->status && (req->status != 0 || cut_short))
             slot = i;
     }
     if (api->requests[slot] != NULL)
