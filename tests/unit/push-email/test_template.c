@@ -82,6 +82,9 @@ static const char *const NAMES[] = {
     "\xc2\xa0\xc3\xa9\xe2\x80\xaf\xe2\x81\xa5",
     "multi",
     "1 Main St\nApt 2\r\nTown\rEnd: {{x}}\n\nLast",
+    /* U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR: line breaks to some readers */
+    "seps",
+    "x\xe2\x80\xa8* Label\xe2\x80\xa9  Before: evil",
     NULL,
 };
 static const struct item ITEMS[] = {
@@ -191,6 +194,10 @@ static void text_indents_the_next_lines_of_a_value(void **state)
     expect("<td>{{multi}}</td>", TEMPLATE_HTML,
            "<td>1 Main St\nApt 2\nTown\nEnd: {{x}}\n\nLast</td>");
     expect("{{multi}}", TEMPLATE_HEADER, "1 Main StApt 2TownEnd: {{x}}Last");
+    /* The line and paragraph separators are line breaks like the others. */
+    expect("{{seps}}", TEMPLATE_TEXT, "x\n    * Label\n      Before: evil");
+    expect("{{seps}}", TEMPLATE_HTML, "x\n* Label\n  Before: evil");
+    expect("{{seps}}", TEMPLATE_HEADER, "x* Label  Before: evil");
 }
 
 static void header_removes_controls(void **state)

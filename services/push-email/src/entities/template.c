@@ -88,9 +88,11 @@ static size_t unicode_control_len(const unsigned char *s, size_t n)
 }
 
 /* Appends s[0..n) escaped for esc:
- *   HEADER: every C0 control and DEL dropped (no value can end a header line);
- *   TEXT, HTML: C0 controls but tab and line breaks dropped, and DEL; CRLF and a lone CR
- *     become LF (the MIME writer makes every line break CRLF anyway); in TEXT each line
+ *   HEADER: every C0 control, DEL and U+2028/U+2029 dropped (no value can end a header
+ *     line);
+ *   TEXT, HTML: C0 controls but tab and line breaks dropped, and DEL; CRLF, a lone CR
+ *     and U+2028/U+2029 (line and paragraph separators) become LF (the MIME writer makes
+ *     every line break CRLF anyway); in TEXT each line
  *     break is followed by TEXT_VALUE_INDENT; in HTML & < > " ' become entities;
  *   all: C1 and bidi controls dropped. */
 static bool out_escaped(struct out_buf *b, const char *s, size_t n, enum template_escape esc)
@@ -104,7 +106,15 @@ static bool out_escaped(struct out_buf *b, const char *s, size_t n, enum templat
         size_t skip = 1; /* bytes replaced or dropped at i, when rep or drop */
         bool drop = false;
 
-        if (ch >= 0x80) {
+        if (ch == 0xe2 && i + 2 < n && u[i + 1] == 0x80 && (u[i + 2] == 0xa8 || u[i + 2] == 0xa9)) {
+            /* U+2028 LINE / U+2029 PARAGRAPH SEPARATOR: a line break to a reader that
+             * honours them, so one like any other (none in a header) */
+            skip = 3;
+            if (esc == TEMPLATE_HEADER)
+                drop = true;
+            else
+                rep = esc == TEMPLATE_TEXT ? "\n" TEXT_VALUE_INDENT : "\n";
+        } else if (ch >= 0x80) {
             skip = unicode_control_len(u + i, n - i);
             drop = skip > 0;
         } else if (esc == TEMPLATE_HEADER) {
