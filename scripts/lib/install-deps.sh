@@ -5,16 +5,26 @@
 #
 # Usage: scripts/lib/install-deps.sh [EXTRA_PACKAGE ...]
 #        scripts/lib/install-deps.sh --check PACKAGE...
+#        scripts/lib/install-deps.sh --only PACKAGE...
 #   --check   only ask dpkg about the PACKAGEs given: print the missing ones (one a line)
 #             and exit 1 when some are missing, 0 when none; installs nothing, no apt-get,
 #             no npm (scripts/stack runs this on every `up`, for the packages it needs)
+#   --only    install the PACKAGEs given and nothing else (no npm step either): what
+#             scripts/stack uses, so that a package only the tests need cannot hold it up
 set -euo pipefail
 
 check_only=0
-if [ "${1:-}" = --check ]; then
+only=0
+case "${1:-}" in
+--check)
     check_only=1
     shift
-fi
+    ;;
+--only)
+    only=1
+    shift
+    ;;
+esac
 
 if ((check_only)); then
     missing=()
@@ -39,6 +49,7 @@ PACKAGES=(
 # npm is on PATH: never over a NodeSource nodejs, which ships its own npm and conflicts.
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 PACKAGES+=("$@")
+((only)) && PACKAGES=("$@")
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 
@@ -106,6 +117,7 @@ kustomize_fallback() {
 
 if ((${#missing[@]} == 0)); then
     log "all ${#PACKAGES[@]} Debian packages already installed"
+    ((only)) && exit 0
     npm_deps
     kustomize_fallback
     exit 0
@@ -142,5 +154,6 @@ if ((${#still_missing[@]} > 0)); then
     exit 1
 fi
 log "installed ${#missing[@]} package(s)"
+((only)) && exit 0
 npm_deps
 kustomize_fallback
