@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "entities/email_message.h"
+#include "tests/lib/base64_decode.h"
 
 static const char *const HEADER_NAMES[] = {"Date",           "From",        "To",
                                            "Subject",        "Message-ID",  "MIME-Version",
@@ -34,48 +35,6 @@ static void parsed_free(struct parsed *p)
     free(p->text);
     free(p->html);
     memset(p, 0, sizeof *p);
-}
-
-static int b64_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-/* Decodes base64 s[0..n), skipping CR and LF; appends to out (room for n bytes). Fails
- * the test on a character outside the alphabet. */
-static size_t b64_decode(const char *s, size_t n, char *out)
-{
-    unsigned v = 0;
-    int bits = 0;
-    size_t o = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        int d;
-        if (s[i] == '\r' || s[i] == '\n')
-            continue;
-        if (s[i] == '=')
-            break;
-        d = b64_value(s[i]);
-        if (d < 0)
-            fail_msg("not base64: 0x%02x", (unsigned char)s[i]);
-        v = (v << 6) | (unsigned)d;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (char)((v >> bits) & 0xff);
-        }
-    }
-    return o;
 }
 
 static int utf8_valid(const char *s, size_t n)

@@ -12,6 +12,7 @@
 
 #include "interactors/notifier.h"
 #include "interactors/retry_policy.h"
+#include "tests/lib/base64_decode.h"
 
 /* --- fake mail sender: records messages, answers from a script ---------------------- */
 #define MAX_SENT 16
@@ -333,17 +334,6 @@ static struct user_change email_change(long pos)
     return c;
 }
 
-static int b64_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
 /* The text/plain part of a written message, decoded (malloc'd; the test frees). */
 static char *text_part(const char *msg)
 {
@@ -351,25 +341,14 @@ static char *text_part(const char *msg)
                                "Content-Transfer-Encoding: base64\r\n\r\n";
     const char *p = strstr(msg, mark);
     char *out;
-    size_t o = 0;
-    unsigned v = 0;
-    int bits = 0;
 
     assert_non_null(p);
     p += strlen(mark);
-    out = calloc(1, strlen(p) + 1);
+    const char *end = strstr(p, "\r\n--"); /* the next boundary */
+    size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+    out = calloc(1, n + 1);
     assert_non_null(out);
-    for (; *p != '\0' && *p != '-' && *p != '='; p++) {
-        int d = b64_value(*p);
-        if (d < 0)
-            continue; /* CRLF between lines */
-        v = (v << 6) | (unsigned)d;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (char)((v >> bits) & 0xff);
-        }
-    }
+    b64_decode(p, n, out);
     return out;
 }
 
