@@ -776,8 +776,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
              * framing, or one never read (drop_body). MHD cannot answer in the middle of a
              * body: drop it and answer 413 (400, the refusal, the other path's answer) at
              * its end, unless it goes on past DRAIN_MAX, when the connection is closed so
-             * that one client cannot send for ever. */
-            /* (a dropped body too: a users route's size limit holds for every method) */
+             * that one client cannot send for ever. A dropped body over the limit is too
+             * large all the same: a users route's limit holds for every method. */
             if (!req->too_large && !req->framing_conflict &&
                 (!req->drop_body || n > api->max_body - req->len)) {
                 req->too_large = true;
