@@ -1242,6 +1242,32 @@ static void a_refused_requests_body_is_not_held(void **state)
     assert_int_equal(body_bytes(fx), 0);
 }
 
+/* The same for a client that waits for 100 Continue: a GET let go on from its headers
+ * still reads no body, so what it sends after the 100 is dropped, not held. */
+static void a_get_body_after_100_continue_is_not_held(void **state)
+{
+    struct fixture *fx = *state;
+    char head[2600];
+    char *body = malloc(MAX_BODY);
+    assert_non_null(body);
+    memset(body, ' ', MAX_BODY);
+
+    restart_with_lanes(fx, 1, 1, 4, 5000); /* one worker: /metrics comes after the piece */
+    int n = snprintf(head, sizeof head,
+                     "GET /api/v1/users HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+                     "Content-Length: %d\r\nExpect: 100-continue\r\n\r\n",
+                     fx->token_rw, MAX_BODY - 10);
+    int fd = raw_connect(fx);
+    assert_true(raw_send(fd, head, (size_t)n));
+    assert_int_equal(raw_status(fd), 100);
+    assert_true(raw_send(fd, body, 100));
+    sleep_ms(50);
+    long long v = body_bytes(fx);
+    assert_int_equal(finish_put(fd, body), 200);
+    free(body);
+    assert_int_equal(v, 0);
+}
+
 /* The refusal of the headers stands: a token that turns valid while its body comes (its
  * nbf passes) does not get the request run on a body that was dropped. */
 static void a_token_valid_only_by_the_end_of_the_body_is_refused(void **state)
@@ -1539,6 +1565,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(metrics_and_openapi_need_no_token, setup, teardown),
         cmocka_unit_test_setup_teardown(a_refused_requests_body_is_not_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_get_body_after_100_continue_is_not_held, setup, teardown),
         cmocka_unit_test_setup_teardown(a_token_valid_only_by_the_end_of_the_body_is_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_request_left_without_an_answer_counts_as_none, setup,

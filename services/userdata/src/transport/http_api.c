@@ -745,13 +745,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         const char *id;
         bool users = users_route(url, &id);
+        bool reads_body = strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+                          strcmp(method, "PATCH") == 0;
         if (far_over || expects_continue) {
             bool ok = false;
             enum MHD_Result ret = admit(api, conn, req, url, method, &ok);
             if (!ok)
                 return ret;
             /* The other paths never read a body: their answer (404, 405, ...) now, rather
-             * than after draining 8 MiB, or never for a body that is not coming. */
+             * than after draining 8 MiB, or never for a body that is not coming. A GET,
+             * HEAD or DELETE that is let go on reads none either: dropped as it comes. */
+            req->drop_body = !reads_body;
             return users ? MHD_YES : route(api, conn, req, url, method);
         }
         /* admit() once the body is in. Meanwhile a body that will never be read is dropped as
@@ -759,8 +763,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
          * body per connection): the other paths read none, and a users route's request
          * refused for its method or token gets that refusal whatever its body. */
         if (declares_body) {
-            bool reads_body = strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
-                              strcmp(method, "PATCH") == 0;
             req->refused_early = users && refused_by_headers(api, conn, url, method);
             req->drop_body = !users || req->refused_early || !reads_body;
         }
