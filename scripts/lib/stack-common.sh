@@ -13,7 +13,8 @@
 #   STACK_USERDATA_PORT  userdata (8080)           STACK_PUSH_EMAIL_PORT push-email health (8081)
 #   STACK_BUILD_DIR      cmake build dir for the services (default build)
 #   STACK_USERDATA_BIN   userdata binary (default $STACK_BUILD_DIR/services/userdata/userdata,
-#                        built incrementally on every `up`; one named here is used as is)
+#                        built incrementally on every `up`; one named here is used as is
+#                        when it exists, else built there and `up` stops if it is not)
 #   STACK_PUSH_EMAIL_BIN push-email binary (likewise, default .../services/push-email/push-email)
 #   STACK_SKIP           parts not to start, space or comma separated (e.g. "maildev,push-email")
 #   STACK_START_TIMEOUT  seconds each part may take to become ready (default 120)

@@ -4,8 +4,8 @@
 # present, so a warm `up` downloads nothing; the services' builds are incremental and run
 # on every `up`.
 #
-#  - Debian packages: through scripts/lib/install-deps.sh (which installs its own list
-#    plus the extra packages named here)
+#  - Debian packages: `scripts/lib/install-deps.sh --only`, with exactly the missing
+#    command and build packages named here (nothing else, no npm step)
 #  - Kafka 3.9.0 + Connect jars and the Debezium plugin archives: Maven Central through
 #    stack/pom.xml into $STACK_CACHE/kafka-libs and $STACK_CACHE/plugin-archives; the
 #    archives are unpacked into $STACK_CACHE/connect-plugins (Connect's plugin.path)
