@@ -89,58 +89,33 @@ int db_fixture_init(struct db_fixture *f, const char *tag)
     return 0;
 }
 
-int db_fixture_exec(const struct db_fixture *f, int with_database, const char *sql)
-{
-    char err[512];
-    int rc = -1;
-    MYSQL *db = db_connect(&f->db, with_database != 0, err, sizeof err);
-
-    if (db == NULL) {
-        fprintf(stderr, "db_fixture_exec: %s\n", err);
-        goto out;
-    }
-    if (mysql_real_query(db, sql, (unsigned long)strlen(sql)) != 0) {
-        fprintf(stderr, "db_fixture_exec: %s: %s\n", sql, mysql_error(db));
-        goto out;
-    }
-    MYSQL_RES *res = mysql_store_result(db);
-    if (res != NULL) {
-        mysql_free_result(res);
-    }
-    rc = 0;
-out:
-    if (db != NULL) {
-        mysql_close(db);
-    }
-    return rc;
-}
-
-int db_fixture_root_exec(const struct db_fixture *f, const char *sql, char *out, size_t outlen)
+/* Runs sql on a connection of its own (cfg, selecting its database when with_database).
+ * When first is not NULL it gets the first column of the first row ("" for none or NULL).
+ * 0, or -1 after printing why, prefixed with who. */
+static int run_sql(const struct db_config *cfg, bool with_database, const char *who,
+                   const char *sql, char *first, size_t firstlen)
 {
     char err[512];
     int rc = -1;
     MYSQL_RES *res = NULL;
-    struct db_config root = f->db;
-    root.user = "root";
-    root.password = "";
-    MYSQL *db = db_connect(&root, false, err, sizeof err);
+    MYSQL *db = db_connect(cfg, with_database, err, sizeof err);
 
-    if (out != NULL && outlen > 0) {
-        out[0] = '\0';
+    if (first != NULL && firstlen > 0) {
+        first[0] = '\0';
     }
     if (db == NULL) {
-        fprintf(stderr, "db_fixture_root_exec: %s\n", err);
+        fprintf(stderr, "%s: %s\n", who, err);
         goto out;
     }
     if (mysql_real_query(db, sql, (unsigned long)strlen(sql)) != 0) {
-        fprintf(stderr, "db_fixture_root_exec: %s: %s\n", sql, mysql_error(db));
+        fprintf(stderr, "%s: %s: %s\n", who, sql, mysql_error(db));
         goto out;
     }
     res = mysql_store_result(db);
-    if (res != NULL && out != NULL && outlen > 0) {
+    if (res != NULL && first != NULL && firstlen > 0) {
         MYSQL_ROW row = mysql_fetch_row(res);
         if (row != NULL && row[0] != NULL) {
-            snprintf(out, outlen, "%s", row[0]);
+            snprintf(first, firstlen, "%s", row[0]);
         }
     }
     rc = 0;
@@ -154,35 +129,28 @@ out:
     return rc;
 }
 
+int db_fixture_exec(const struct db_fixture *f, int with_database, const char *sql)
+{
+    return run_sql(&f->db, with_database != 0, "db_fixture_exec", sql, NULL, 0);
+}
+
+int db_fixture_root_exec(const struct db_fixture *f, const char *sql, char *out, size_t outlen)
+{
+    struct db_config root = f->db;
+    root.user = "root";
+    root.password = "";
+    return run_sql(&root, false, "db_fixture_root_exec", sql, out, outlen);
+}
+
 long long db_fixture_scalar(const struct db_fixture *f, const char *sql)
 {
-    char err[512];
-    long long v = -1;
-    MYSQL_RES *res = NULL;
-    MYSQL_ROW row;
-    MYSQL *db = db_connect(&f->db, true, err, sizeof err);
+    char first[64];
 
-    if (db == NULL) {
-        fprintf(stderr, "db_fixture_scalar: %s\n", err);
-        goto out;
+    if (run_sql(&f->db, true, "db_fixture_scalar", sql, first, sizeof first) != 0 ||
+        first[0] == '\0') {
+        return -1;
     }
-    if (mysql_real_query(db, sql, (unsigned long)strlen(sql)) != 0 ||
-        (res = mysql_store_result(db)) == NULL) {
-        fprintf(stderr, "db_fixture_scalar: %s: %s\n", sql, mysql_error(db));
-        goto out;
-    }
-    row = mysql_fetch_row(res);
-    if (row != NULL && row[0] != NULL) {
-        v = strtoll(row[0], NULL, 10);
-    }
-out:
-    if (res != NULL) {
-        mysql_free_result(res);
-    }
-    if (db != NULL) {
-        mysql_close(db);
-    }
-    return v;
+    return strtoll(first, NULL, 10);
 }
 
 int db_fixture_drop(const struct db_fixture *f)
