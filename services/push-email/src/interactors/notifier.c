@@ -293,12 +293,17 @@ static void mask_email(const char *addr, char *out, size_t outlen)
 
 /* The notice to the old address must not show what the new address, or anything changed,
  * now is: the variables that would are withheld (an error, like a typo, so that the
- * start-up check refuses a template that uses them). */
+ * start-up check refuses a template that uses them). The password notice goes to the old
+ * address too when the email changed with it (a takeover), from the same template: it
+ * never shows the new address either. */
 static bool withheld(struct render_ctx *rc, const char *name)
 {
-    if (rc->note->kind != NOTIFY_EMAIL_CHANGED_OLD)
+    bool old_notice = rc->note->kind == NOTIFY_EMAIL_CHANGED_OLD;
+
+    if (!old_notice && rc->note->kind != NOTIFY_PASSWORD_CHANGED)
         return false;
-    if (strcmp(name, "new_email") != 0 && strcmp(name, "old") != 0 && strcmp(name, "new") != 0)
+    if (strcmp(name, "new_email") != 0 &&
+        !(old_notice && (strcmp(name, "old") == 0 || strcmp(name, "new") == 0)))
         return false;
     if (rc->withheld[0] == '\0')
         snprintf(rc->withheld, sizeof rc->withheld, "%s", name);
