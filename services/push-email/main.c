@@ -31,6 +31,7 @@
 struct settings {
     char *brokers, *group_id, *topic, *dlq_topic;
     char *smtp_url, *smtp_starttls, *smtp_username, *smtp_password, *smtp_ca_file;
+    char *smtp_auth_mechs;
     bool smtp_verify;
     long long smtp_connect_timeout_ms, smtp_timeout_ms;
     char *from, *from_name, *message_id_domain, *default_locale;
@@ -46,19 +47,38 @@ struct settings {
 
 static void settings_free(struct settings *s)
 {
-    char **strs[] = {&s->brokers,        &s->group_id,      &s->topic,
-                     &s->dlq_topic,      &s->smtp_url,      &s->smtp_starttls,
-                     &s->smtp_username,  &s->smtp_password, &s->smtp_ca_file,
-                     &s->from,           &s->from_name,     &s->message_id_domain,
-                     &s->default_locale, &s->db_host,       &s->db_user,
-                     &s->db_password,    &s->db_name,       &s->migrations_dir,
-                     &s->templates_dir,  &s->health_addr,   &s->log_level};
+    char **strs[] = {
+        &s->brokers,           &s->group_id,        &s->topic,          &s->dlq_topic,
+        &s->smtp_url,          &s->smtp_starttls,   &s->smtp_username,  &s->smtp_password,
+        &s->smtp_ca_file,      &s->smtp_auth_mechs, &s->from,           &s->from_name,
+        &s->message_id_domain, &s->default_locale,  &s->db_host,        &s->db_user,
+        &s->db_password,       &s->db_name,         &s->migrations_dir, &s->templates_dir,
+        &s->health_addr,       &s->log_level};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         if (*strs[i] != NULL && (strs[i] == &s->smtp_password || strs[i] == &s->db_password))
             memset(*strs[i], 0, strlen(*strs[i]));
         free(*strs[i]);
         *strs[i] = NULL;
     }
+}
+
+static struct smtp_config smtp_config_of(const struct settings *s)
+{
+    struct smtp_config sc = {
+        .url = s->smtp_url,
+        .starttls = strcasecmp(s->smtp_starttls, "required") == 0 ? SMTP_STARTTLS_REQUIRED
+                    : strcasecmp(s->smtp_starttls, "none") == 0   ? SMTP_STARTTLS_NONE
+                                                                  : SMTP_STARTTLS_OPPORTUNISTIC,
+        .username = s->smtp_username,
+        .password = s->smtp_password,
+        .auth_mechs = s->smtp_auth_mechs,
+        .ca_file = s->smtp_ca_file,
+        .verify = s->smtp_verify,
+        .connect_timeout_ms = (unsigned)s->smtp_connect_timeout_ms,
+        .timeout_ms = (unsigned)s->smtp_timeout_ms,
+        .stop_requested = signals_stop_requested,
+    };
+    return sc;
 }
 
 static int settings_load(struct settings *s, char *err, size_t errlen)
@@ -74,6 +94,8 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
         config_string("PUSH_EMAIL_SMTP_USERNAME", NULL, &s->smtp_username, err, errlen) ||
         config_string("PUSH_EMAIL_SMTP_PASSWORD", NULL, &s->smtp_password, err, errlen) ||
         config_string("PUSH_EMAIL_SMTP_CA_FILE", NULL, &s->smtp_ca_file, err, errlen) ||
+        config_string("PUSH_EMAIL_SMTP_AUTH_MECHS", "PLAIN LOGIN", &s->smtp_auth_mechs, err,
+                      errlen) ||
         config_bool("PUSH_EMAIL_SMTP_VERIFY", true, &s->smtp_verify, err, errlen) ||
         config_int("PUSH_EMAIL_SMTP_CONNECT_TIMEOUT_MS", 10000, 100, 600000,
                    &s->smtp_connect_timeout_ms, err, errlen) ||
@@ -140,8 +162,19 @@ static int settings_load(struct settings *s, char *err, size_t errlen)
         snprintf(err, errlen, "PUSH_EMAIL_DLQ_TOPIC: must differ from PUSH_EMAIL_TOPIC");
         return -1;
     }
-    if (!smtp_sender_url_ok(s->smtp_url)) {
-        snprintf(err, errlen, "PUSH_EMAIL_SMTP_URL: must start with smtp:// or smtps://");
+    /* An SMTP setting that would fail every send, or send the password in clear. */
+    static const char *const smtp_vars[] = {
+        [SMTP_CONFIG_URL] = "PUSH_EMAIL_SMTP_URL",
+        [SMTP_CONFIG_STARTTLS] = "PUSH_EMAIL_SMTP_STARTTLS",
+        [SMTP_CONFIG_USERNAME] = "PUSH_EMAIL_SMTP_USERNAME",
+        [SMTP_CONFIG_PASSWORD] = "PUSH_EMAIL_SMTP_PASSWORD",
+        [SMTP_CONFIG_AUTH_MECHS] = "PUSH_EMAIL_SMTP_AUTH_MECHS",
+    };
+    struct smtp_config sc = smtp_config_of(s);
+    enum smtp_config_field field;
+    char why[200];
+    if (smtp_config_check(&sc, &field, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: %s", smtp_vars[field], why);
         return -1;
     }
     /* A CA file that cannot be read would make every send a transient failure, retried
@@ -260,19 +293,7 @@ int main(int argc, char **argv)
         rc = 2;
         goto out;
     }
-    struct smtp_config sc = {
-        .url = s.smtp_url,
-        .starttls = strcasecmp(s.smtp_starttls, "required") == 0 ? SMTP_STARTTLS_REQUIRED
-                    : strcasecmp(s.smtp_starttls, "none") == 0   ? SMTP_STARTTLS_NONE
-                                                                 : SMTP_STARTTLS_OPPORTUNISTIC,
-        .username = s.smtp_username,
-        .password = s.smtp_password,
-        .ca_file = s.smtp_ca_file,
-        .verify = s.smtp_verify,
-        .connect_timeout_ms = (unsigned)s.smtp_connect_timeout_ms,
-        .timeout_ms = (unsigned)s.smtp_timeout_ms,
-        .stop_requested = signals_stop_requested,
-    };
+    struct smtp_config sc = smtp_config_of(&s);
     smtp = smtp_sender_new(&sc, err, sizeof err);
     if (smtp == NULL) {
         /* The settings were checked: what is left is libcurl or memory. */

@@ -49,17 +49,6 @@ unsigned short pe_free_port(void)
     return port;
 }
 
-int pe_silent_listener(unsigned short *port)
-{
-    int fd = bind_loopback(port);
-
-    if (fd >= 0 && listen(fd, 8) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 pid_t pe_spawn(char *const argv[], const char *log_path)
 {
     pid_t pid = fork();

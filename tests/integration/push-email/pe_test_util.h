@@ -8,10 +8,6 @@
 /* A TCP port on 127.0.0.1 that was free a moment ago. 0 on failure. */
 unsigned short pe_free_port(void);
 
-/* A socket on 127.0.0.1 that listens but never answers: the kernel accepts connections, no
- * banner comes. The fd (caller closes), or -1; *port gets its port. */
-int pe_silent_listener(unsigned short *port);
-
 /* Starts argv[0] (a path or a name in PATH) with stdout/stderr appended to log_path (may be
  * NULL). The pid, or -1. */
 pid_t pe_spawn(char *const argv[], const char *log_path);

@@ -10,8 +10,9 @@ recipients, refuse to relay to given recipients (554 5.7.1 Relay access denied, 
 says it) or call them unknown in the relay recipient table (550 5.1.1, Postfix again), refuse given envelope senders (550 5.7.1, or 552 "too big"), refuse the message
 itself at the end of DATA for given recipients (554 5.7.1), never answer the end of DATA for a
 given recipient (a stalled server), accept a message for a given recipient but drop the
-connection instead of answering the end of DATA, and refuse the client at the greeting (554) or at
-EHLO/HELO (550). Stops on SIGTERM.
+connection instead of answering the end of DATA, refuse the client at the greeting (554) or at
+EHLO/HELO (550), never greet a client at all (a server that hangs), never answer QUIT, and offer AUTH GSSAPI and NTLM besides PLAIN and LOGIN
+(failing them, and noting each try in DIR/mechanisms). Stops on SIGTERM.
 """
 import argparse
 import asyncio
@@ -43,7 +44,13 @@ def main():
     ap.add_argument("--drop-after-data-for", action="append", default=[])
     ap.add_argument("--refuse-greeting", action="store_true")
     ap.add_argument("--refuse-helo", action="store_true")
+    ap.add_argument("--stall-greeting", action="store_true",
+                    help="accept connections but never send the greeting")
+    ap.add_argument("--silent-quit", action="store_true", help="never answer QUIT")
+    ap.add_argument("--offer-gssapi", action="store_true",
+                    help="offer AUTH GSSAPI and NTLM too, and fail them (no Kerberos here)")
     args = ap.parse_args()
+    args_dir = args.dir
 
     lock = threading.Lock()
     counter = {"msg": 0}
@@ -93,6 +100,20 @@ def main():
                 server.transport.abort()  # accepted, but the reply never goes out
             return "250 2.0.0 Message accepted for delivery"
 
+    class GssapiHandler(Handler):
+        # aiosmtpd offers a mechanism for each auth_<NAME> method of the handler.
+        async def auth_GSSAPI(self, server, args):
+            with open(os.path.join(args_dir, "mechanisms"), "a") as f:
+                f.write("GSSAPI\n")
+            return AuthResult(success=False, handled=False,
+                              message="535 5.7.8 GSSAPI: no Kerberos credentials")
+
+        async def auth_NTLM(self, server, args):
+            with open(os.path.join(args_dir, "mechanisms"), "a") as f:
+                f.write("NTLM\n")
+            return AuthResult(success=False, handled=False,
+                              message="535 5.7.8 NTLM: not available")
+
     class RefusingHelo(Handler):
         async def handle_EHLO(self, server, session, envelope, hostname, responses):
             return ["550 5.7.1 client host refused"]
@@ -117,11 +138,19 @@ def main():
             with open(os.path.join(args.dir, "connections"), "a") as f:
                 peer = transport.get_extra_info("peername")
                 f.write("%s\n" % (peer[1] if peer else "?"))
+            if args.stall_greeting:
+                self._stalled = transport  # held open, silent, until the client gives up
+                return
             if args.refuse_greeting:
                 transport.write(b"554 5.7.1 access denied\r\n")
                 transport.close()
                 return
             super().connection_made(transport)
+
+        async def smtp_QUIT(self, arg):
+            if args.silent_quit:
+                await asyncio.sleep(3600)  # a server that has gone silent
+            return await super().smtp_QUIT(arg)
 
     class CountingController(Controller):
         def factory(self):
@@ -131,7 +160,8 @@ def main():
                   auth_require_tls=bool(args.tls_cert))
     if tls_context is not None:
         kwargs.update(tls_context=tls_context, require_starttls=args.require_tls)
-    handler = RefusingHelo() if args.refuse_helo else Handler()
+    handler = (RefusingHelo() if args.refuse_helo else
+               GssapiHandler() if args.offer_gssapi else Handler())
     ctl = CountingController(handler, hostname="127.0.0.1", port=args.port, **kwargs)
     ctl.start()
     with open(os.path.join(args.dir, "ready.tmp"), "w") as f:

@@ -76,8 +76,20 @@ expect_2 "a CA file that is not there" \
     PUSH_EMAIL_SMTP_CA_FILE=/nonexistent/ca.pem
 expect_2 "a directory as the CA file" "PUSH_EMAIL_SMTP_CA_FILE: cannot read $WORK: not a regular file" \
     PUSH_EMAIL_SMTP_CA_FILE="$WORK"
-expect_2 "an SMTP URL of another scheme" "PUSH_EMAIL_SMTP_URL: must start with smtp:// or smtps://" \
+expect_2 "an SMTP URL of another scheme" "PUSH_EMAIL_SMTP_URL: must be smtp://host[:port] or smtps://" \
     PUSH_EMAIL_SMTP_URL=http://127.0.0.1:1025
+expect_2 "an SMTP URL without a host" "PUSH_EMAIL_SMTP_URL: must be" PUSH_EMAIL_SMTP_URL=smtp://
+expect_2 "an SMTP URL with a bad port" "PUSH_EMAIL_SMTP_URL: must be" \
+    PUSH_EMAIL_SMTP_URL=smtp://mail.example.org:99999
+expect_2 "credentials in the SMTP URL" "PUSH_EMAIL_SMTP_URL: must not hold a user" \
+    PUSH_EMAIL_SMTP_URL=smtp://u:p@mail.example.org PUSH_EMAIL_SMTP_STARTTLS=required
+expect_2 "a password that could go in clear (STARTTLS opportunistic, the default)" \
+    "PUSH_EMAIL_SMTP_STARTTLS: must be required when a username is set" \
+    PUSH_EMAIL_SMTP_USERNAME=notify@example.org PUSH_EMAIL_SMTP_PASSWORD=pw
+expect_2 "a username without a password" "PUSH_EMAIL_SMTP_PASSWORD: must be set when the username is" \
+    PUSH_EMAIL_SMTP_USERNAME=notify@example.org PUSH_EMAIL_SMTP_STARTTLS=required
+expect_2 "an unknown SASL mechanism" "PUSH_EMAIL_SMTP_AUTH_MECHS: must be SASL mechanisms" \
+    PUSH_EMAIL_SMTP_AUTH_MECHS="PLAIN XOAUTH2"
 expect_2 "no Kafka brokers" "PUSH_EMAIL_KAFKA_BROKERS: must not be empty" PUSH_EMAIL_KAFKA_BROKERS=
 expect_2 "a blank group id" "PUSH_EMAIL_GROUP_ID: must not be empty" "PUSH_EMAIL_GROUP_ID=  "
 expect_2 "no topic" "PUSH_EMAIL_TOPIC: must not be empty" PUSH_EMAIL_TOPIC=
@@ -85,9 +97,9 @@ expect_2 "the DLQ as the topic" "PUSH_EMAIL_DLQ_TOPIC: must differ from PUSH_EMA
     PUSH_EMAIL_DLQ_TOPIC=cdc.info-user
 printf -- '-----BEGIN CERTIFICATE-----\n' > "$WORK/ca.pem"
 for ca in "$WORK/ca.pem" ""; do # an empty value means the system CAs, as unset
-    out=$(env "${base[@]}" PUSH_EMAIL_SMTP_CA_FILE="$ca" timeout 30 "$BIN" 2>&1 >/dev/null)
+    out=$(env "${base[@]}" PUSH_EMAIL_SMTP_CA_FILE="$ca" timeout 30 "$BIN" 2>&1)
     rc=$?
-    if [[ $rc -eq 1 ]]; then
+    if [[ $rc -eq 1 && "$out" == *"connect to 127.0.0.1:9"* ]]; then
         ok "CA file '$ca' passes the check (then no database: exit 1)"
     else
         bad "CA file '$ca': want exit 1 (no database), got $rc: $out"
@@ -108,10 +120,22 @@ else
     bad "a badly named migration: want exit 1 at once naming the file, got $rc after $((SECONDS - t0)) s: $(printf '%s' "$out" | tail -2)"
 fi
 
-# A good configuration passes the check and fails later, on the absent database: exit 1.
-out=$(env "${base[@]}" timeout 30 "$BIN" 2>&1 >/dev/null)
+# A good configuration passes the check and fails later, on the absent database: exit 1
+# (and the database is what it names). With credentials over TLS that cannot be skipped too.
+for extra in "" "PUSH_EMAIL_SMTP_USERNAME=notify@example.org PUSH_EMAIL_SMTP_PASSWORD=pw PUSH_EMAIL_SMTP_STARTTLS=required" \
+    "PUSH_EMAIL_SMTP_URL=smtps://mail.example.org PUSH_EMAIL_SMTP_USERNAME=n PUSH_EMAIL_SMTP_PASSWORD=pw PUSH_EMAIL_SMTP_AUTH_MECHS=login,cram-md5"; do
+    # shellcheck disable=SC2086 # $extra is a list of assignments
+    out=$(env "${base[@]}" $extra timeout 30 "$BIN" 2>&1)
+    rc=$?
+    if [[ $rc -eq 1 && "$out" == *"connect to 127.0.0.1:9"* ]]; then
+        ok "settings '$extra' pass the check (then no database: exit 1)"
+    else
+        bad "settings '$extra': want exit 1 naming the database, got $rc: $out"
+    fi
+done
+out=$(env "${base[@]}" timeout 30 "$BIN" 2>&1)
 rc=$?
-if [[ $rc -eq 1 ]]; then
+if [[ $rc -eq 1 && "$out" == *"connect to 127.0.0.1:9"* ]]; then
     ok "the shipped templates pass the check (then no database: exit 1)"
 else
     bad "shipped templates: want exit 1 (no database), got $rc: $out"

@@ -30,7 +30,7 @@
 #define PYTHON3_WITH_AIOSMTPD "/usr/bin/python3"
 #endif
 
-#define USER     "pe-test"
+#define USER     "pe-test@example.org" /* an '@' made libcurl pick GSSAPI when offered */
 #define PASSWORD "s3cret-pw"
 
 struct server {
@@ -56,7 +56,15 @@ static const char message[] = "From: push-email <noreply@example.org>\r\n"
                               "..two dots\r\n"
                               "last line\r\n";
 
-enum srv_flags { SRV_TLS = 1, SRV_AUTH = 2, SRV_REFUSE_GREETING = 4, SRV_REFUSE_HELO = 8 };
+enum srv_flags {
+    SRV_TLS = 1,
+    SRV_AUTH = 2,
+    SRV_REFUSE_GREETING = 4,
+    SRV_REFUSE_HELO = 8,
+    SRV_STALL_GREETING = 16, /* accepts, never greets */
+    SRV_SILENT_QUIT = 32,    /* never answers QUIT */
+    SRV_OFFER_GSSAPI = 64,   /* offers AUTH GSSAPI and NTLM too, and fails them */
+};
 
 static int server_start_on(struct server *s, unsigned short port, int flags)
 {
@@ -109,6 +117,15 @@ static int server_start_on(struct server *s, unsigned short port, int flags)
     }
     if (flags & SRV_REFUSE_HELO) {
         argv[n++] = "--refuse-helo";
+    }
+    if (flags & SRV_STALL_GREETING) {
+        argv[n++] = "--stall-greeting";
+    }
+    if (flags & SRV_SILENT_QUIT) {
+        argv[n++] = "--silent-quit";
+    }
+    if (flags & SRV_OFFER_GSSAPI) {
+        argv[n++] = "--offer-gssapi";
     }
     argv[n] = NULL;
     s->pid = pe_spawn(argv, s->log);
@@ -496,13 +513,11 @@ static void *stop_after_300ms(void *arg)
  * the reply to QUIT. */
 static void test_stop_abandons_a_stalled_send(void **state)
 {
-    struct server s;
+    struct server silent, s;
     char url[64], err[256] = "";
     pthread_t t;
-    unsigned short silent_port;
-    int fd = pe_silent_listener(&silent_port);
     (void)state;
-    assert_true(fd >= 0);
+    assert_int_equal(server_start(&silent, SRV_STALL_GREETING), 0);
 
     struct smtp_config cfg = {
         .url = url,
@@ -514,7 +529,7 @@ static void test_stop_abandons_a_stalled_send(void **state)
     for (int round = 0; round < 2; round++) {
         const char *to = "alice@example.org";
         if (round == 0) {
-            snprintf(url, sizeof url, "smtp://127.0.0.1:%u", (unsigned)silent_port);
+            snprintf(url, sizeof url, "smtp://127.0.0.1:%u", (unsigned)silent.port);
         } else {
             assert_int_equal(server_start(&s, 0), 0);
             snprintf(url, sizeof url, "smtp://127.0.0.1:%u", (unsigned)s.port);
@@ -541,7 +556,7 @@ static void test_stop_abandons_a_stalled_send(void **state)
     }
     stop_flag = 0;
     pe_stop(s.pid);
-    close(fd);
+    pe_stop(silent.pid);
 }
 
 /* No reply to the end of data within timeout_ms: transient, and that connection is not used
@@ -594,9 +609,7 @@ static void test_silent_server_times_out_transient(void **state)
     long long t0, took;
     (void)state;
 
-    memset(&s, 0, sizeof s);
-    int fd = pe_silent_listener(&s.port);
-    assert_true(fd >= 0);
+    assert_int_equal(server_start(&s, SRV_STALL_GREETING), 0);
     snd = sender_for(&s, SMTP_STARTTLS_NONE, NULL, NULL);
     t0 = pe_now_ms();
     assert_int_equal(send_to(snd, "alice@example.org", err, sizeof err), MAIL_TRANSIENT);
@@ -606,7 +619,103 @@ static void test_silent_server_times_out_transient(void **state)
     assert_true(took >= 1500 && took < 4500);
     assert_non_null(strstr(err, "imeout"));
     smtp_sender_free(snd);
-    close(fd);
+    pe_stop(s.pid);
+}
+
+/* After a refusal libcurl says QUIT and waits for its reply: a server silent by then holds
+ * the send no longer than timeout_ms (libcurl's own wait is 120 s). */
+static void test_a_silent_quit_after_a_refusal_is_bounded_by_the_timeout(void **state)
+{
+    struct fx *f = fx_up(state, SRV_SILENT_QUIT, SMTP_STARTTLS_NONE, NULL, NULL); /* 5 s */
+
+    long long t0 = pe_now_ms();
+    assert_int_equal(send_to(f->snd, "nobody@example.org", f->err, sizeof f->err), MAIL_PERMANENT);
+    long long took = pe_now_ms() - t0;
+    if (took > 7000 || strncmp(f->err, "550", 3) != 0) {
+        fail_msg("took %lld ms (timeout_ms 5000): %s", took, f->err);
+    }
+    /* the connection is gone: the next send opens a new one and delivers */
+    if (send_to(f->snd, "alice@example.org", f->err, sizeof f->err) != MAIL_SENT) {
+        fail_msg("send after the refusal: %s", f->err);
+    }
+}
+
+/* A server that offers GSSAPI and NTLM (Exchange does): AUTH uses PLAIN or LOGIN only, not a
+ * mechanism that fails without a Kerberos ticket on every send. */
+static void test_auth_uses_only_the_configured_mechanisms(void **state)
+{
+    struct fx *f =
+        fx_up(state, SRV_TLS | SRV_AUTH | SRV_OFFER_GSSAPI, SMTP_STARTTLS_REQUIRED, USER, PASSWORD);
+
+    if (send_to(f->snd, "alice@example.org", f->err, sizeof f->err) != MAIL_SENT) {
+        fail_msg("send: %s", f->err);
+    }
+    char *meta = saved(&f->s, 1, "meta", NULL);
+    assert_non_null(meta);
+    assert_non_null(strstr(meta, "login=" USER "\n"));
+    free(meta);
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/mechanisms", f->s.dir);
+    assert_int_equal(access(path, F_OK), -1); /* neither GSSAPI nor NTLM was tried */
+}
+
+/* Settings that would fail every send, or send the password where it can be read, are
+ * refused before anything is sent. */
+static void test_unsafe_or_broken_settings_are_refused(void **state)
+{
+    static const struct {
+        const char *url;
+        enum smtp_starttls tls;
+        const char *user, *password, *mechs;
+        enum smtp_config_field field; /* -1: accepted */
+    } cases[] = {
+        {"smtp://127.0.0.1:1025", SMTP_STARTTLS_NONE, NULL, NULL, NULL, -1},
+        {"smtps://mail.example.org", SMTP_STARTTLS_OPPORTUNISTIC, "u", "p", NULL, -1},
+        {"smtp://mail.example.org:587/client.example.org", SMTP_STARTTLS_REQUIRED, "u", "p",
+         "login, cram-md5", -1},
+        {"smtp://", SMTP_STARTTLS_NONE, NULL, NULL, NULL, SMTP_CONFIG_URL},
+        {"smtp://mail.example.org:99999", SMTP_STARTTLS_NONE, NULL, NULL, NULL, SMTP_CONFIG_URL},
+        {"smtp://exa mple.org", SMTP_STARTTLS_NONE, NULL, NULL, NULL, SMTP_CONFIG_URL},
+        {"http://mail.example.org", SMTP_STARTTLS_NONE, NULL, NULL, NULL, SMTP_CONFIG_URL},
+        {"mail.example.org:25", SMTP_STARTTLS_NONE, NULL, NULL, NULL, SMTP_CONFIG_URL},
+        {"smtp://u:p@mail.example.org", SMTP_STARTTLS_REQUIRED, NULL, NULL, NULL, SMTP_CONFIG_URL},
+        {"smtp://;AUTH=PLAIN@mail.example.org", SMTP_STARTTLS_REQUIRED, NULL, NULL, NULL,
+         SMTP_CONFIG_URL},
+        {"smtp://mail.example.org", SMTP_STARTTLS_OPPORTUNISTIC, "u", "p", NULL,
+         SMTP_CONFIG_STARTTLS},
+        {"smtp://mail.example.org", SMTP_STARTTLS_NONE, "u", "p", NULL, SMTP_CONFIG_STARTTLS},
+        {"smtp://mail.example.org", SMTP_STARTTLS_REQUIRED, "u", "", NULL, SMTP_CONFIG_PASSWORD},
+        {"smtp://mail.example.org", SMTP_STARTTLS_REQUIRED, NULL, "p", NULL, SMTP_CONFIG_USERNAME},
+        {"smtp://mail.example.org", SMTP_STARTTLS_REQUIRED, "u", "p", "PLAIN XOAUTH2",
+         SMTP_CONFIG_AUTH_MECHS},
+        {"smtp://mail.example.org", SMTP_STARTTLS_REQUIRED, "u", "p", " , ",
+         SMTP_CONFIG_AUTH_MECHS},
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct smtp_config cfg = {
+            .url = cases[i].url,
+            .starttls = cases[i].tls,
+            .username = cases[i].user,
+            .password = cases[i].password,
+            .auth_mechs = cases[i].mechs,
+            .verify = true,
+        };
+        enum smtp_config_field field = SMTP_CONFIG_URL;
+        char err[256] = "";
+        int rc = smtp_config_check(&cfg, &field, err, sizeof err);
+        struct smtp_sender *snd = smtp_sender_new(&cfg, err, sizeof err);
+        if ((int)cases[i].field == -1) {
+            if (rc != 0 || snd == NULL) {
+                fail_msg("%s: refused: %s", cases[i].url, err);
+            }
+        } else if (rc != -1 || field != cases[i].field || snd != NULL) {
+            fail_msg("case %zu (%s): rc %d field %d, want field %d", i, cases[i].url, rc,
+                     (int)field, (int)cases[i].field);
+        }
+        smtp_sender_free(snd);
+    }
 }
 
 static void test_twenty_sends_use_one_connection(void **state)
@@ -742,6 +851,10 @@ int main(void)
         cmocka_unit_test_teardown(test_end_of_data_timeout_does_not_poison_the_next_send, fx_down),
         cmocka_unit_test(test_server_down_is_transient_fast),
         cmocka_unit_test(test_silent_server_times_out_transient),
+        cmocka_unit_test_teardown(test_a_silent_quit_after_a_refusal_is_bounded_by_the_timeout,
+                                  fx_down),
+        cmocka_unit_test_teardown(test_auth_uses_only_the_configured_mechanisms, fx_down),
+        cmocka_unit_test(test_unsafe_or_broken_settings_are_refused),
         cmocka_unit_test_teardown(test_twenty_sends_use_one_connection, fx_down),
         cmocka_unit_test_teardown(test_server_restart_between_sends_reconnects, fx_down),
         cmocka_unit_test_teardown(test_gate_holds_the_end_of_data, fx_down),

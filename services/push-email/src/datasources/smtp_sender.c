@@ -77,6 +77,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -396,9 +397,107 @@ static enum mail_result smtp_send(void *self, const char *from, const char *to, 
     return res;
 }
 
-bool smtp_sender_url_ok(const char *url)
+/* The SASL mechanisms libcurl's SMTP client knows (XOAUTH2 and OAUTHBEARER need a token,
+ * not a password: not offered). */
+static const char *const known_mechs[] = {"PLAIN", "LOGIN",  "CRAM-MD5", "DIGEST-MD5",
+                                          "NTLM",  "GSSAPI", "EXTERNAL"};
+
+/* mechs ("PLAIN LOGIN", ' ' or ',' apart; NULL/empty: PLAIN and LOGIN) as libcurl's login
+ * options ("AUTH=PLAIN;AUTH=LOGIN": libcurl then uses no other mechanism, whatever the
+ * server offers) into out; false on a name libcurl does not know or no room. */
+static bool login_options(const char *mechs, char *out, size_t outlen)
 {
-    return url != NULL && (strncmp(url, "smtp://", 7) == 0 || strncmp(url, "smtps://", 8) == 0);
+    size_t used = 0, n = 0;
+
+    if (mechs == NULL || mechs[0] == '\0')
+        mechs = "PLAIN LOGIN";
+    out[0] = '\0';
+    for (const char *p = mechs; *p != '\0';) {
+        p += strspn(p, " ,");
+        size_t len = strcspn(p, " ,");
+        if (len == 0)
+            break;
+        bool known = false;
+        for (size_t i = 0; i < sizeof known_mechs / sizeof known_mechs[0] && !known; i++)
+            known = strlen(known_mechs[i]) == len && strncasecmp(known_mechs[i], p, len) == 0;
+        if (!known)
+            return false;
+        int w = snprintf(out + used, outlen - used, "%sAUTH=%.*s", n > 0 ? ";" : "", (int)len, p);
+        if (w < 0 || (size_t)w >= outlen - used)
+            return false;
+        for (size_t i = used; i < used + (size_t)w; i++)
+            out[i] = (char)toupper((unsigned char)out[i]);
+        used += (size_t)w;
+        n++;
+        p += len;
+    }
+    return n > 0;
+}
+
+static bool non_empty(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+int smtp_config_check(const struct smtp_config *cfg, enum smtp_config_field *field, char *err,
+                      size_t errlen)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *part = NULL;
+    char opts[160];
+    int rc = -1;
+
+    *field = SMTP_CONFIG_URL;
+    if (u == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (cfg->url == NULL || curl_url_set(u, CURLUPART_URL, cfg->url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        (strcmp(scheme, "smtp") != 0 && strcmp(scheme, "smtps") != 0)) {
+        snprintf(err, errlen, "must be smtp://host[:port] or smtps://host[:port]");
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0') {
+        snprintf(err, errlen, "has no host");
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PASSWORD, &part, 0) == CURLUE_OK ||
+        curl_url_get(u, CURLUPART_OPTIONS, &part, 0) == CURLUE_OK) {
+        snprintf(err, errlen,
+                 "must not hold a user, password or login options (the "
+                 "username, password and mechanisms have settings of their own)");
+        goto out;
+    }
+    if (non_empty(cfg->username) != non_empty(cfg->password)) {
+        *field = non_empty(cfg->username) ? SMTP_CONFIG_PASSWORD : SMTP_CONFIG_USERNAME;
+        snprintf(err, errlen, "must be set when the %s is",
+                 non_empty(cfg->username) ? "username" : "password");
+        goto out;
+    }
+    if (non_empty(cfg->username) && strcmp(scheme, "smtp") == 0 &&
+        cfg->starttls != SMTP_STARTTLS_REQUIRED) {
+        *field = SMTP_CONFIG_STARTTLS;
+        snprintf(err, errlen,
+                 "must be required when a username is set on an smtp:// URL (or use smtps://): "
+                 "else the password goes in clear to a server that does not offer STARTTLS");
+        goto out;
+    }
+    if (!login_options(cfg->auth_mechs, opts, sizeof opts)) {
+        *field = SMTP_CONFIG_AUTH_MECHS;
+        snprintf(err, errlen,
+                 "must be SASL mechanisms among PLAIN, LOGIN, CRAM-MD5, DIGEST-MD5, "
+                 "NTLM, GSSAPI, EXTERNAL");
+        goto out;
+    }
+    rc = 0;
+out:
+    curl_free(part);
+    curl_free(host);
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    return rc;
 }
 
 static const struct mail_sender_ops smtp_sender_ops = {.send = smtp_send};
@@ -433,8 +532,12 @@ struct smtp_sender *smtp_sender_new(const struct smtp_config *cfg, char *err, si
         snprintf(err, errlen, "curl_global_init: %s", curl_easy_strerror(curl_init_rc));
         goto fail;
     }
-    if (!smtp_sender_url_ok(cfg->url)) {
-        snprintf(err, errlen, "smtp url must start with smtp:// or smtps://");
+    static const char *const field_names[] = {"url", "starttls", "username", "password",
+                                              "auth mechanisms"};
+    enum smtp_config_field field;
+    char why[200];
+    if (smtp_config_check(cfg, &field, why, sizeof why) != 0) {
+        snprintf(err, errlen, "smtp %s: %s", field_names[field], why);
         goto fail;
     }
     s = calloc(1, sizeof *s);
@@ -470,6 +573,9 @@ struct smtp_sender *smtp_sender_new(const struct smtp_config *cfg, char *err, si
         !SETOPT(CURLOPT_READFUNCTION, read_cb) || !SETOPT(CURLOPT_HEADERFUNCTION, header_cb) ||
         !SETOPT(CURLOPT_HEADERDATA, s) || !SETOPT(CURLOPT_USE_SSL, use_ssl) ||
         !SETOPT(CURLOPT_CONNECTTIMEOUT_MS, connect_ms) || !SETOPT(CURLOPT_TIMEOUT_MS, total_ms) ||
+        /* Each reply, the QUIT's too: libcurl says QUIT after a refusal and waits for its
+         * reply outside CURLOPT_TIMEOUT_MS, 120 s by default. */
+        !SETOPT(CURLOPT_SERVER_RESPONSE_TIMEOUT, (total_ms + 999) / 1000) ||
         !SETOPT(CURLOPT_SSL_VERIFYPEER, cfg->verify ? 1L : 0L) ||
         !SETOPT(CURLOPT_SSL_VERIFYHOST, cfg->verify ? 2L : 0L) ||
         !SETOPT(CURLOPT_TCP_KEEPALIVE, 1L)) {
@@ -483,9 +589,14 @@ struct smtp_sender *smtp_sender_new(const struct smtp_config *cfg, char *err, si
     if (s->ca_file != NULL && !SETOPT(CURLOPT_CAINFO, s->ca_file)) {
         goto fail;
     }
-    if (s->username != NULL && (!SETOPT(CURLOPT_USERNAME, s->username) ||
-                                !SETOPT(CURLOPT_PASSWORD, s->password ? s->password : ""))) {
-        goto fail;
+    if (s->username != NULL) {
+        char opts[160];
+        (void)login_options(cfg->auth_mechs, opts, sizeof opts); /* checked above */
+        if (!SETOPT(CURLOPT_USERNAME, s->username) ||
+            !SETOPT(CURLOPT_PASSWORD, s->password ? s->password : "") ||
+            !SETOPT(CURLOPT_LOGIN_OPTIONS, opts)) {
+            goto fail;
+        }
     }
     return s;
 fail:

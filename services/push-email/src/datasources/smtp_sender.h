@@ -17,8 +17,11 @@ enum smtp_starttls {
 struct smtp_config {
     const char *url;              /* "smtp://127.0.0.1:1025" or "smtps://host:465" (TLS at once) */
     enum smtp_starttls starttls;  /* for smtp:// URLs */
-    const char *username;         /* NULL/empty: no AUTH */
-    const char *password;         /* never logged */
+    const char *username;         /* NULL/empty: no AUTH; else only over TLS that cannot be
+                                     skipped (smtps://, or STARTTLS required) */
+    const char *password;         /* never logged; set exactly when username is */
+    const char *auth_mechs;       /* SASL mechanisms AUTH may use, ' ' or ',' apart;
+                                     NULL/empty: "PLAIN LOGIN" */
     const char *ca_file;          /* NULL/empty: the system's CA store */
     bool verify;                  /* verify the server's certificate and name */
     unsigned connect_timeout_ms;  /* 0: 10 s */
@@ -34,8 +37,23 @@ struct smtp_sender;
  * Free with smtp_sender_free (closes the connection: QUIT). */
 struct smtp_sender *smtp_sender_new(const struct smtp_config *cfg, char *err, size_t errlen);
 
-/* True when url is one smtp_sender_new accepts: smtp://... or smtps://... */
-bool smtp_sender_url_ok(const char *url);
+/* The fields of struct smtp_config that smtp_config_check can refuse. */
+enum smtp_config_field {
+    SMTP_CONFIG_URL,
+    SMTP_CONFIG_STARTTLS,
+    SMTP_CONFIG_USERNAME,
+    SMTP_CONFIG_PASSWORD,
+    SMTP_CONFIG_AUTH_MECHS,
+};
+
+/* Checks cfg as smtp_sender_new does, before anything is sent: a URL libcurl parses, of
+ * scheme smtp or smtps, with a host and without credentials or login options in it (they
+ * have their own fields); a username and a password together or neither; credentials only
+ * over TLS that cannot be skipped, so a server that does not offer STARTTLS (or a network
+ * that strips it) never sees the password; known SASL mechanisms. 0, or -1 with *field
+ * set and err saying what is wrong (without the field's name). */
+int smtp_config_check(const struct smtp_config *cfg, enum smtp_config_field *field, char *err,
+                      size_t errlen);
 void smtp_sender_free(struct smtp_sender *s);
 
 /* The port, valid while s lives. Not thread-safe: one sender per thread. */
