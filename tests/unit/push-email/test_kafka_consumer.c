@@ -642,6 +642,28 @@ static void a_close_whose_flush_fails_commits_only_what_is_durable(void **state)
     assert_int_equal(r2.seen[0], 200);
 }
 
+/* An event being retried may have had an email sent whose mark is not durable yet (a
+ * second email of the same event failed): no offset waits, yet the close (and a revoke)
+ * must wait for that mark, or the next owner sends that email again. */
+static void a_close_waits_for_the_marks_of_an_event_being_retried(void **state)
+{
+    struct fixture *fx = *state;
+    struct recorder r = {0};
+    r.flush_ok = true;
+    r.refuse_pos = 100;
+    r.refuse_times = 1000;
+    const struct kafka_offset_gate gate = {gate_ticket, gate_durable, gate_flush, &r};
+
+    produce_create(fx, 100);
+    struct kafka_consumer *kc = consumer_gated(fx, &r, &gate);
+    poll_until(kc, &r, 1); /* handled (its write ticketed), then refused: paused */
+    assert_true(r.written >= 1);
+    assert_int_equal(r.durable, 0);
+    kafka_consumer_free(kc);
+    assert_int_equal(r.durable, r.written);    /* the close flushed the log */
+    assert_true(committed(fx, fx->topic) < 0); /* and committed nothing: the event is retried */
+}
+
 /* A slow batch (here 300 ms per event against a 200 ms budget) hands the rest back:
  * every event is still handled exactly once, in order, and committed. */
 static void a_slow_batch_hands_the_rest_back_in_order(void **state)
@@ -1151,6 +1173,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(offsets_wait_until_the_handlers_writes_are_durable, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(a_close_waits_for_the_marks_of_an_event_being_retried,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(a_close_whose_flush_fails_commits_only_what_is_durable,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_slow_batch_hands_the_rest_back_in_order, setup, teardown),

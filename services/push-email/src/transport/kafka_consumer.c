@@ -150,6 +150,7 @@ static void reset_partitions(struct kafka_consumer *kc, const rd_kafka_topic_par
                 metric_gauge_add(kc->m_paused, -1);
             memset(ps, 0, sizeof *ps);
             ps->want_offset = -1;
+            ps->stats_committed = -1;
         }
     }
 }
@@ -552,10 +553,14 @@ static void drain_waiting(struct kafka_consumer *kc)
     metric_gauge_set(kc->m_waiting, (long long)kc->waiting_len);
 }
 
-/* Waits up to timeout_ms for the gate, then stores what is durable. 0 when nothing waits. */
+/* Waits up to timeout_ms for the gate, then stores what is durable. 0 when nothing waits.
+ * It waits also when no offset does: an event being retried may have had an email sent
+ * whose mark is not durable yet, and the next owner (or run) must find that mark. */
 static int flush_waiting(struct kafka_consumer *kc, int timeout_ms)
 {
-    if (kc->gate.flush != NULL && kc->waiting_len > 0)
+    uint64_t ticket = kc->gate.ticket != NULL ? kc->gate.ticket(kc->gate.ctx) : 0;
+
+    if (kc->gate.flush != NULL && (kc->waiting_len > 0 || ticket > gate_durable(kc)))
         (void)kc->gate.flush(kc->gate.ctx, timeout_ms);
     drain_waiting(kc);
     return kc->waiting_len == 0 ? 0 : -1;
@@ -739,8 +744,12 @@ static void pause_partition(struct kafka_consumer *kc, struct partition_state *p
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_write(LOG_ERROR, "pause failed", "error", rd_kafka_err2str(e), NULL);
     rd_kafka_topic_partition_list_destroy(l);
-    if (ps != NULL && !ps->paused)
+    if (ps != NULL && !ps->paused) {
         metric_gauge_add(kc->m_paused, 1);
+        /* Its committed offset comes with the next statistics that see it paused; until
+         * then its lag is in what the last ones reported as fetched. */
+        ps->stats_committed = -1;
+    }
     if (ps != NULL)
         ps->paused = true;
 }
