@@ -1,15 +1,32 @@
 #!/usr/bin/env python3
-"""e2e_smtp_outage: the SMTP sink is down for 30 s while 20 updates happen; once it is back
-every email arrives, none twice, within a bounded wait.
+"""e2e_smtp_outage: the SMTP sink goes down for 30 s in the middle of traffic, updates go on
+while it is down; once it is back every email arrives, none twice, within a bounded wait.
 
-maildev is stopped with `scripts/stack stop maildev` and started again with `scripts/stack
-up` (which starts the parts that are missing and leaves the others alone). push-email runs
-with PUSH_EMAIL_RETRY_MAX_MS=5000 (e2elib), so after the sink is back the next retry comes
-within about 5 s. maildev keeps emails in memory: only post-outage emails are counted (the
-store is emptied before the outage).
+Traffic: 5 users, 6 rounds of one PATCH per user. Odd rounds change the full name (one
+email: profile_changed), even rounds change the email address (two: the notice to the old
+address and the confirmation to the new one), 45 emails in all. Round 1's emails are seen
+in maildev first; round 2 is sent and maildev is stopped at once (`scripts/stack stop
+maildev`), so its two-email events are in flight when the sink goes: some of their emails
+may be accepted before it, and their events are retried after it, where those must not go
+out again. Rounds 3-6 happen during the outage. maildev is started again with `scripts/stack
+up` (which starts the parts that are missing).
+
+maildev runs with --mail-directory and reads that directory back when it starts, so the
+emails accepted before the stop are counted with the ones after it: every expected email
+(recipient, subject, and the new full name for a profile update) exactly once, nothing else
+to these users, and no Message-ID twice.
+
+push-email runs with PUSH_EMAIL_RETRY_MAX_MS=5000 (e2elib), so after the sink is back the
+next retry comes within about 5 s.
+
+Negative control (E2E_OUTAGE_WIPE_DELIVERY_LOG=1, run by ctest as
+e2e_smtp_outage_catches_duplicates): during the outage push-email is restarted in a new
+consumer group with the delivery log emptied, so it reads every event again and sends the
+emails from before the outage a second time; this test must then fail.
 """
 import collections
 import os
+import subprocess
 import sys
 import time
 
@@ -18,9 +35,13 @@ from e2elib import (Checks, Maildev, PushEmail, Userdata, load_env, log, message
                     port_open, recipients, stack, unique)
 
 OUTAGE_S = float(os.environ.get("E2E_OUTAGE_S", "30"))
-USERS, ROUNDS = 5, 4  # 20 updates
+USERS, ROUNDS = 5, 6
 RETRY_MAX_S = float(os.environ.get("E2E_RETRY_MAX_MS", "5000")) / 1000
 ARRIVAL_BOUND_S = float(os.environ.get("E2E_OUTAGE_ARRIVAL_S", "60"))
+NEGATIVE = os.environ.get("E2E_OUTAGE_WIPE_DELIVERY_LOG") == "1"
+PROFILE = "Your cdc-notify profile was updated"
+OLD_NOTICE = "Security notice: the email address of your cdc-notify account was changed"
+NEW_NOTICE = "This is now the email address of your cdc-notify account"
 
 env = load_env()
 api = Userdata(env)
@@ -42,26 +63,65 @@ for i in range(USERS):
     users.append(body)
 t.eq(len(mail.wait_count(USERS, 90, "welcome emails", settle_s=1)), USERS, "welcome emails")
 mail.clear()
-m0 = pe.metrics()
 
-# ---- outage
-log("stopping maildev (scripts/stack stop maildev)")
+# expected[(recipient, subject)] = the full name a profile email shows in "Now:", else None
+expected = {}
+
+
+def round_of_updates(j):
+    for u in users:
+        if j % 2 == 1:
+            new = f"{u['username']} v{j}"
+            st, body = api.patch(u["id"], full_name=new)
+            ok = t.eq(st, 200, f"PATCH {u['username']} full_name -> {new}: status")
+            if ok:
+                expected[(u["email"].lower(), PROFILE)] = new
+        else:
+            new = f"{u['username']}-r{j}@example.org"
+            st, body = api.patch(u["id"], email=new)
+            ok = t.eq(st, 200, f"PATCH {u['username']} email -> {new}: status")
+            if ok:
+                expected[(u["email"].lower(), OLD_NOTICE)] = None
+                expected[(new.lower(), NEW_NOTICE)] = None
+        if ok:
+            u.update(body)
+
+
+def ours(em):
+    return any(r.startswith(prefix) for r in recipients(em))
+
+
+# ---- round 1 with the sink up: its emails arrive
+round_of_updates(1)
+n1 = len(expected)
+t.eq(len(mail.wait_for(lambda es: sum(map(ours, es)) >= n1, 90, f"round 1's {n1} emails",
+                       settle_s=0)), n1, "round 1's emails before the outage")
+
+# ---- round 2, and the sink stops right after it: these emails are in flight
+round_of_updates(2)
+log("round 2 sent; stopping maildev (scripts/stack stop maildev)")
 t_down = time.monotonic()
 stack("stop", "maildev")
 t.check(not port_open(smtp_port), f"SMTP port {smtp_port} closed after the stop")
+time.sleep(1)  # a send that ended as the sink went has been counted by now
+m0 = pe.metrics()
 
-expected = []
-for j in range(1, ROUNDS + 1):
-    for u in users:
-        new = f"{u['username']} v{j}"
-        st, body = api.patch(u["id"], full_name=new)
-        t.eq(st, 200, f"PATCH {u['username']} -> {new}: status")
-        if st == 200 and body.get("full_name") != u["full_name"]:
-            expected.append((u["email"].lower(), new))
-            u["full_name"] = body["full_name"]
-    # pace the 20 updates over the first two thirds of the outage
-    time.sleep(OUTAGE_S * 2 / 3 / ROUNDS)
-t.eq(len(expected), USERS * ROUNDS, "updates that changed a visible field")
+if NEGATIVE:
+    log("NEGATIVE CONTROL: restarting push-email in a new group with the delivery log emptied")
+    pe.stop()
+    subprocess.run(["mariadb", "--no-defaults", "--protocol=tcp", "-h", env["MARIADB_HOST"],
+                    "-P", env["MARIADB_PORT"], "-uroot", "-e",
+                    "DELETE FROM notifications.deliveries"], check=True)
+    pe.overrides["PUSH_EMAIL_GROUP_ID"] = unique("e2e-outage-negative-control-")
+    pe.start()
+    m0 = pe.metrics()
+
+# ---- rounds 3.. during the outage, over its first two thirds
+for j in range(3, ROUNDS + 1):
+    round_of_updates(j)
+    time.sleep(OUTAGE_S * 2 / 3 / (ROUNDS - 2))
+t.eq(len(expected), USERS * (ROUNDS // 2) * 3, "expected emails (1 per name change, 2 per "
+     "email change)")
 
 # push-email must notice the outage (a transient failure, retried) before the sink returns
 retries_seen = False
@@ -77,34 +137,43 @@ t.eq(m.get("push_email_emails_failed_total", 0) - m0.get("push_email_emails_fail
      "emails finally failed during the outage")
 t.check(pe.pid() is not None, "push-email still runs during the outage")
 
-# ---- the sink comes back
+# ---- the sink comes back (and reads back what it had accepted before the stop)
 log(f"outage lasted {time.monotonic() - t_down:.1f}s; restarting maildev (scripts/stack up)")
 t_up = time.monotonic()
 stack("up")
 t.check(port_open(smtp_port), f"SMTP port {smtp_port} open again")
-ems = mail.wait_count(len(expected), ARRIVAL_BOUND_S, f"{len(expected)} post-outage emails",
-                      settle_s=max(8, 2 * RETRY_MAX_S))
+
+
+def keys(es):
+    return {(r, e.get("subject")) for e in es if ours(e) for r in recipients(e)}
+
+
+ems = [e for e in mail.wait_for(lambda es: set(expected) <= keys(es), ARRIVAL_BOUND_S,
+                                f"{len(expected)} emails to this run's users",
+                                settle_s=max(8, 2 * RETRY_MAX_S))
+       if ours(e)]
 log(f"checked {time.monotonic() - t_up:.1f}s after `scripts/stack up` began (incl. the settle)")
 
-t.eq(len(ems), len(expected), "emails after the outage (exactly one per update)")
-ids = collections.Counter(message_id(e) for e in ems)
-dups = {k: v for k, v in ids.items() if v > 1}
-t.check(not dups, f"no duplicate Message-ID ({dups})")
-content = collections.Counter((tuple(recipients(e)), e.get("subject"), e.get("text")) for e in ems)
-t.check(all(v == 1 for v in content.values()), "no duplicate (recipient, subject, body)")
-found = collections.Counter()
-for e in ems:
-    for line in (e.get("text") or "").split("\r\n"):
-        if line.startswith("  Now: "):
-            for r in recipients(e):
-                found[(r, line[len("  Now: "):])] += 1
-missing = [x for x in expected if found[x] == 0]
-twice = [(x, found[x]) for x in expected if found[x] > 1]
+# ---- exact accounting over the emails from before and after the outage
+seen = collections.Counter((r, e.get("subject")) for e in ems for r in recipients(e))
+missing = sorted(k for k in expected if seen[k] == 0)
+twice = sorted((k, v) for k, v in seen.items() if k in expected and v > 1)
+unexpected = sorted((k, v) for k, v in seen.items() if k not in expected)
 t.check(not missing, f"no expected email missing ({missing})")
 t.check(not twice, f"no expected email twice ({twice})")
+t.check(not unexpected, f"no other email to these users ({unexpected})")
+t.eq(len(ems), len(expected), "emails to these users (exactly one per expected email)")
+ids = collections.Counter(message_id(e) for e in ems)
+t.check(not {k: v for k, v in ids.items() if v > 1}, "no duplicate Message-ID")
+for e in ems:
+    want = expected.get((recipients(e)[0], e.get("subject"))) if recipients(e) else None
+    if want is not None:
+        t.check(f"  Now: {want}" in (e.get("text") or "").split("\r\n"),
+                f"{recipients(e)[0]}'s profile email shows the new name {want!r}")
 m2 = pe.metrics()
-log("push-email: retries=%d sent=%d failed=%d" % (
+log("push-email: retries=%d sent=%d failed=%d deduped=%d" % (
     m2.get("push_email_retries_total", -1) - m0.get("push_email_retries_total", 0),
     m2.get("push_email_emails_sent_total", -1) - m0.get("push_email_emails_sent_total", 0),
-    m2.get("push_email_emails_failed_total", -1) - m0.get("push_email_emails_failed_total", 0)))
+    m2.get("push_email_emails_failed_total", -1) - m0.get("push_email_emails_failed_total", 0),
+    m2.get("push_email_emails_deduped_total", -1) - m0.get("push_email_emails_deduped_total", 0)))
 t.finish()
