@@ -30,6 +30,14 @@ if [[ ! -x "$fuzzer" ]]; then
     exit 2
 fi
 
+# Every target has a committed seed corpus: a missing one is a broken checkout or a wrong
+# path, and fuzzing from nothing would pass while testing far less.
+if [[ ! -d "$seeds" ]]; then
+    echo "run-fuzzer: seed corpus directory not found: $seeds" >&2
+    echo "run-fuzzer: each fuzz target's seeds are committed under tests/fuzz/*/corpus/<name>/" >&2
+    exit 2
+fi
+
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
 fuzzer=$(cd "$(dirname "$fuzzer")" && pwd)/$(basename "$fuzzer")
@@ -37,12 +45,11 @@ corpus="$work/corpus"
 artifacts="$work/artifacts"
 rm -rf "$corpus"
 mkdir -p "$corpus" "$artifacts"
-nseeds=0
-if [[ -d "$seeds" ]]; then
-    cp -R "$seeds"/. "$corpus"/
-    nseeds=$(find "$corpus" -type f | wc -l)
-else
-    echo "run-fuzzer: warning: no seed corpus at $seeds; starting from an empty corpus" >&2
+cp -R "$seeds"/. "$corpus"/
+nseeds=$(find "$corpus" -type f | wc -l)
+if ((nseeds == 0)); then
+    echo "run-fuzzer: seed corpus $seeds holds no file" >&2
+    exit 2
 fi
 
 # Crash on any sanitizer report so that libFuzzer writes the input out. Callers may

@@ -17,6 +17,7 @@
 
 #include "datasources/smtp_sender.h"
 #include "pe_test_util.h"
+#include "tests/lib/ci.h"
 
 #ifndef MAILDEV_BIN
 #error "MAILDEV_BIN must be defined by the build"
@@ -168,8 +169,7 @@ int main(void)
     };
     if (access(MAILDEV_BIN, X_OK) != 0) {
         /* In CI scripts/test has run `scripts/stack fetch`: a missing maildev is a failure. */
-        const char *ci = getenv("CI");
-        bool in_ci = ci != NULL && ci[0] != '\0' && strcmp(ci, "false") != 0;
+        bool in_ci = test_in_ci();
         printf("%s: maildev is not installed at %s (./scripts/stack fetch installs it)\n",
                in_ci ? "FAIL" : "SKIP", MAILDEV_BIN);
         return in_ci ? 1 : 77;
