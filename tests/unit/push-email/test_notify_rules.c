@@ -135,6 +135,89 @@ static void snapshot_and_truncate_send_nothing(void **state)
     assert_int_equal(notify_rules(&c, out), 0);
 }
 
+/* Without an address there is nobody to write to: a create with an empty after.email and a
+ * delete with an empty before.email send nothing. */
+static void create_or_delete_without_email_sends_nothing(void **state)
+{
+    struct user_change c;
+    struct notification out[NOTIFY_MAX_PER_CHANGE];
+    (void)state;
+
+    change(&c, CHANGE_CREATE);
+    c.after.email[0] = '\0';
+    assert_int_equal(notify_rules(&c, out), 0);
+
+    change(&c, CHANGE_DELETE);
+    c.before.email[0] = '\0';
+    assert_int_equal(notify_rules(&c, out), 0);
+
+    /* A create without after image, a delete without before image: nothing either. */
+    change(&c, CHANGE_CREATE);
+    c.has_after = false;
+    assert_int_equal(notify_rules(&c, out), 0);
+    change(&c, CHANGE_DELETE);
+    c.has_before = false;
+    assert_int_equal(notify_rules(&c, out), 0);
+}
+
+/* An update needs both images to compare: without either image, nothing, whatever the
+ * images hold (with both, this change sends four emails). */
+static void update_without_both_images_sends_nothing(void **state)
+{
+    struct user_change c;
+    struct notification out[NOTIFY_MAX_PER_CHANGE];
+    (void)state;
+
+    update(&c);
+    copy(c.after.email, sizeof c.after.email, "ana.new@example.org");
+    copy(c.after.full_name, sizeof c.after.full_name, "Ana Souza");
+    c.after.password_changed_at_us += 5000000;
+    assert_int_equal(notify_rules(&c, out), 4); /* the premise: with both, four emails */
+
+    c.has_before = false;
+    assert_int_equal(notify_rules(&c, out), 0);
+    c.has_before = true;
+    c.has_after = false;
+    assert_int_equal(notify_rules(&c, out), 0);
+    c.has_before = false;
+    assert_int_equal(notify_rules(&c, out), 0);
+}
+
+/* An email change to an empty address (the column cleared): only the notice to the old
+ * address, for the owner as they were, naming the changed field without its values. No
+ * profile email and nothing to the empty new address. */
+static void email_cleared_notifies_only_the_old_address(void **state)
+{
+    struct user_change c;
+    struct notification out[NOTIFY_MAX_PER_CHANGE];
+    (void)state;
+
+    update(&c);
+    c.after.email[0] = '\0';
+    copy(c.after.locale, sizeof c.after.locale, "es");
+    assert_int_equal(notify_rules(&c, out), 1);
+    assert_int_equal(out[0].kind, NOTIFY_EMAIL_CHANGED_OLD);
+    assert_string_equal(out[0].recipient, "ana@example.com");
+    assert_string_equal(out[0].locale, "pt-BR"); /* before.locale */
+    assert_string_equal(out[0].user.email, "ana@example.com");
+    assert_int_equal(out[0].n_changes, 2); /* the email and the locale */
+    assert_int_equal(out[0].changes[0].field, UF_EMAIL);
+    assert_int_equal(out[0].changes[1].field, UF_LOCALE);
+    for (size_t k = 0; k < out[0].n_changes; k++) {
+        assert_string_equal(out[0].changes[k].old_value, "");
+        assert_string_equal(out[0].changes[k].new_value, "");
+    }
+
+    /* With the password changed too: the old address also hears of the password; the
+     * empty new one still gets nothing. */
+    c.after.password_changed_at_us += 5000000;
+    assert_int_equal(notify_rules(&c, out), 2);
+    assert_int_equal(out[0].kind, NOTIFY_EMAIL_CHANGED_OLD);
+    assert_int_equal(out[1].kind, NOTIFY_PASSWORD_CHANGED);
+    assert_string_equal(out[1].recipient, "ana@example.com");
+    assert_string_equal(out[1].locale, "pt-BR");
+}
+
 static void update_without_visible_change_sends_nothing(void **state)
 {
     struct user_change c;
@@ -455,6 +538,9 @@ int main(void)
         cmocka_unit_test(create_sends_welcome_to_after_email),
         cmocka_unit_test(delete_sends_account_deleted_to_before_email),
         cmocka_unit_test(snapshot_and_truncate_send_nothing),
+        cmocka_unit_test(create_or_delete_without_email_sends_nothing),
+        cmocka_unit_test(update_without_both_images_sends_nothing),
+        cmocka_unit_test(email_cleared_notifies_only_the_old_address),
         cmocka_unit_test(update_without_visible_change_sends_nothing),
         cmocka_unit_test(address_line_ends_alone_are_no_change),
         cmocka_unit_test(each_single_field_change_lists_it),
