@@ -62,6 +62,15 @@ static void settings_free(struct settings *s)
     }
 }
 
+/* The domain of PUSH_EMAIL_MESSAGE_ID_DOMAIN, else of PUSH_EMAIL_FROM (checked at start:
+ * system_notify_env_new). */
+static const char *ehlo_name(const struct settings *s)
+{
+    const char *d = s->message_id_domain ? s->message_id_domain : s->from;
+    const char *at = d != NULL ? strrchr(d, '@') : NULL;
+    return at != NULL ? at + 1 : d;
+}
+
 static struct smtp_config smtp_config_of(const struct settings *s)
 {
     struct smtp_config sc = {
@@ -72,6 +81,9 @@ static struct smtp_config smtp_config_of(const struct settings *s)
         .username = s->smtp_username,
         .password = s->smtp_password,
         .auth_mechs = s->smtp_auth_mechs,
+        /* A relay may refuse a name that is not fully qualified (Postfix's
+         * reject_non_fqdn_helo_hostname, at RCPT: permanent): the Message-ID domain. */
+        .ehlo_name = ehlo_name(s),
         .ca_file = s->smtp_ca_file,
         .verify = s->smtp_verify,
         .connect_timeout_ms = (unsigned)s->smtp_connect_timeout_ms,

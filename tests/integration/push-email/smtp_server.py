@@ -2,7 +2,7 @@
 """A tiny SMTP server for push-email's SMTP adapter tests (aiosmtpd, Debian python3-aiosmtpd).
 
 Saves every accepted message (after dot-unstuffing) to DIR/msg-<n>.eml with DIR/msg-<n>.meta
-(peer port, envelope sender, recipients, authenticated login), appends the client port of
+(peer port, envelope sender, recipients, authenticated login, TLS, the EHLO name), appends the client port of
 each new connection to DIR/connections (again after STARTTLS: count distinct ports), and
 writes DIR/ready once it listens. Options make it offer
 STARTTLS (and require it), require AUTH for one fixed user, answer 550 or 451 to given
@@ -92,9 +92,9 @@ def main():
             login = getattr(session, "auth_data", None) or b""
             login = login.decode() if isinstance(login, bytes) else str(login)
             with open(base + ".meta", "w") as f:
-                f.write("peer_port=%d\nfrom=%s\nto=%s\nlogin=%s\ntls=%d\n" % (
+                f.write("peer_port=%d\nfrom=%s\nto=%s\nlogin=%s\ntls=%d\nhelo=%s\n" % (
                     session.peer[1], envelope.mail_from, ",".join(envelope.rcpt_tos), login,
-                    1 if session.ssl else 0))
+                    1 if session.ssl else 0, session.host_name))
             os.rename(base + ".eml.tmp", base + ".eml")
             if any(r in args.drop_after_data_for for r in envelope.rcpt_tos):
                 server.transport.abort()  # accepted, but the reply never goes out

@@ -659,6 +659,48 @@ static void test_auth_uses_only_the_configured_mechanisms(void **state)
     assert_int_equal(access(path, F_OK), -1); /* neither GSSAPI nor NTLM was tried */
 }
 
+/* EHLO names the URL's path when it has one, else ehlo_name; without either libcurl says
+ * this machine's host name (in a pod not a fully qualified one, which relays may refuse). */
+static void test_ehlo_is_the_urls_path_else_the_configured_name(void **state)
+{
+    struct fx *f = fx_up(state, 0, SMTP_STARTTLS_NONE, NULL, NULL);
+    char host[256] = "";
+    static const struct {
+        const char *path, *ehlo;
+    } cases[] = {{"", "client.example.org"},
+                 {"/", "client.example.org"},
+                 {"/relay-name.example.org", "client.example.org"},
+                 {"", NULL}};
+
+    assert_int_equal(gethostname(host, sizeof host - 1), 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char url[128], want[300], err[256] = "";
+        snprintf(url, sizeof url, "smtp://127.0.0.1:%u%s", (unsigned)f->s.port, cases[i].path);
+        struct smtp_config cfg = {.url = url,
+                                  .starttls = SMTP_STARTTLS_NONE,
+                                  .ehlo_name = cases[i].ehlo,
+                                  .connect_timeout_ms = 2000,
+                                  .timeout_ms = 5000};
+        struct smtp_sender *snd = smtp_sender_new(&cfg, err, sizeof err);
+        if (snd == NULL)
+            fail_msg("%s: %s", url, err);
+        enum mail_result r = send_to(snd, "alice@example.org", err, sizeof err);
+        smtp_sender_free(snd);
+        if (r != MAIL_SENT)
+            fail_msg("%s: %s", url, err);
+        char *meta = saved(&f->s, (int)i + 1, "meta", NULL);
+        assert_non_null(meta);
+        snprintf(want, sizeof want, "helo=%s\n",
+                 strlen(cases[i].path) > 1 ? cases[i].path + 1
+                 : cases[i].ehlo != NULL   ? cases[i].ehlo
+                                           : host);
+        if (strstr(meta, want) == NULL)
+            fail_msg("%s (ehlo %s): want %s in %s", url, cases[i].ehlo ? cases[i].ehlo : "-", want,
+                     meta);
+        free(meta);
+    }
+}
+
 /* Settings that would fail every send, or send the password where it can be read, are
  * refused before anything is sent. */
 static void test_unsafe_or_broken_settings_are_refused(void **state)
@@ -854,6 +896,7 @@ int main(void)
         cmocka_unit_test_teardown(test_a_silent_quit_after_a_refusal_is_bounded_by_the_timeout,
                                   fx_down),
         cmocka_unit_test_teardown(test_auth_uses_only_the_configured_mechanisms, fx_down),
+        cmocka_unit_test_teardown(test_ehlo_is_the_urls_path_else_the_configured_name, fx_down),
         cmocka_unit_test(test_unsafe_or_broken_settings_are_refused),
         cmocka_unit_test_teardown(test_twenty_sends_use_one_connection, fx_down),
         cmocka_unit_test_teardown(test_server_restart_between_sends_reconnects, fx_down),

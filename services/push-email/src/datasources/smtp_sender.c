@@ -434,6 +434,37 @@ static bool login_options(const char *mechs, char *out, size_t outlen)
     return n > 0;
 }
 
+/* url with "/" + ehlo as its path when it has none (libcurl says EHLO with the URL's path,
+ * else with this machine's host name); a copy of url when ehlo is empty or the URL has a
+ * path. NULL when out of memory. */
+static char *url_with_ehlo(const char *url, const char *ehlo)
+{
+    CURLU *u;
+    char *path = NULL, *full = NULL, *out = NULL;
+    char buf[300];
+
+    if (ehlo == NULL || ehlo[0] == '\0')
+        return strdup(url);
+    u = curl_url();
+    if (u == NULL)
+        return NULL;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK) {
+        if (path[0] != '\0' && strcmp(path, "/") != 0)
+            out = strdup(url);
+        else if ((size_t)snprintf(buf, sizeof buf, "/%s", ehlo) < sizeof buf &&
+                 curl_url_set(u, CURLUPART_PATH, buf, CURLU_URLENCODE) == CURLUE_OK &&
+                 curl_url_get(u, CURLUPART_URL, &full, 0) == CURLUE_OK)
+            out = strdup(full);
+        else
+            out = strdup(url);
+    }
+    curl_free(full);
+    curl_free(path);
+    curl_url_cleanup(u);
+    return out;
+}
+
 static bool non_empty(const char *s)
 {
     return s != NULL && s[0] != '\0';
@@ -545,7 +576,7 @@ struct smtp_sender *smtp_sender_new(const struct smtp_config *cfg, char *err, si
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    s->url = strdup(cfg->url);
+    s->url = url_with_ehlo(cfg->url, cfg->ehlo_name);
     s->username = dup_opt(cfg->username);
     s->password = dup_opt(cfg->password);
     s->ca_file = dup_opt(cfg->ca_file);

@@ -22,6 +22,10 @@ struct smtp_config {
     const char *password;         /* never logged; set exactly when username is */
     const char *auth_mechs;       /* SASL mechanisms AUTH may use, ' ' or ',' apart;
                                      NULL/empty: "PLAIN LOGIN" */
+    const char *ehlo_name;        /* the EHLO name when the URL has no path (a path is
+                                     libcurl's EHLO name); NULL/empty: libcurl's default,
+                                     this machine's host name, in a pod not a fully
+                                     qualified one, which a relay may refuse */
     const char *ca_file;          /* NULL/empty: the system's CA store */
     bool verify;                  /* verify the server's certificate and name */
     unsigned connect_timeout_ms;  /* 0: 10 s */
