@@ -730,6 +730,8 @@ static void test_unsafe_or_broken_settings_are_refused(void **state)
         {"smtp://mail.example.org", SMTP_STARTTLS_REQUIRED, NULL, "p", NULL, SMTP_CONFIG_USERNAME},
         {"smtp://mail.example.org", SMTP_STARTTLS_REQUIRED, "u", "p", "PLAIN XOAUTH2",
          SMTP_CONFIG_AUTH_MECHS},
+        {"smtp://mail.example.org", SMTP_STARTTLS_REQUIRED, "u", "p", "EXTERNAL",
+         SMTP_CONFIG_AUTH_MECHS},
         {"smtp://mail.example.org", SMTP_STARTTLS_REQUIRED, "u", "p", " , ",
          SMTP_CONFIG_AUTH_MECHS},
     };

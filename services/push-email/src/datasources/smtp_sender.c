@@ -397,10 +397,11 @@ static enum mail_result smtp_send(void *self, const char *from, const char *to, 
     return res;
 }
 
-/* The SASL mechanisms libcurl's SMTP client knows (XOAUTH2 and OAUTHBEARER need a token,
- * not a password: not offered). */
-static const char *const known_mechs[] = {"PLAIN", "LOGIN",  "CRAM-MD5", "DIGEST-MD5",
-                                          "NTLM",  "GSSAPI", "EXTERNAL"};
+/* The SASL mechanisms of libcurl's SMTP client that work with a username and password
+ * (XOAUTH2 and OAUTHBEARER need a token; EXTERNAL is used only without a password, and a
+ * username needs one here: not offered). */
+static const char *const known_mechs[] = {"PLAIN",      "LOGIN", "CRAM-MD5",
+                                          "DIGEST-MD5", "NTLM",  "GSSAPI"};
 
 /* mechs ("PLAIN LOGIN", ' ' or ',' apart; NULL/empty: PLAIN and LOGIN) as libcurl's login
  * options ("AUTH=PLAIN;AUTH=LOGIN": libcurl then uses no other mechanism, whatever the
@@ -519,7 +520,7 @@ int smtp_config_check(const struct smtp_config *cfg, enum smtp_config_field *fie
         *field = SMTP_CONFIG_AUTH_MECHS;
         snprintf(err, errlen,
                  "must be SASL mechanisms among PLAIN, LOGIN, CRAM-MD5, DIGEST-MD5, "
-                 "NTLM, GSSAPI, EXTERNAL");
+                 "NTLM, GSSAPI");
         goto out;
     }
     rc = 0;
