@@ -14,7 +14,12 @@ up` (which starts the parts that are missing).
 maildev runs with --mail-directory and reads that directory back when it starts, so the
 emails accepted before the stop are counted with the ones after it: every expected email
 (recipient, subject, and the new full name for a profile update) exactly once, nothing else
-to these users, and no Message-ID twice.
+to these users, and no Message-ID twice. Two things of the sink, not of push-email, are
+allowed for: maildev writes a message's file as its DATA streams in, so a message cut off by
+the stop leaves a partial file that was never accepted (removed here, before maildev reads
+the directory back: a complete message ends with its closing MIME boundary); and a message
+accepted just as maildev went, its 250 never read, is sent again after the outage with the
+same Message-ID (SMTP cannot tell, RFC 1047; as in e2e_crash_restart): at most one such pair.
 
 push-email runs with PUSH_EMAIL_RETRY_MAX_MS=5000 (e2elib), so after the sink is back the
 next retry comes within about 5 s.
@@ -25,6 +30,8 @@ consumer group with the delivery log emptied, so it reads every event again and 
 emails from before the outage a second time; this test must then fail.
 """
 import collections
+import email
+import glob
 import os
 import subprocess
 import sys
@@ -32,7 +39,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from e2elib import (Checks, Maildev, PushEmail, Userdata, load_env, log, message_id,  # noqa: E402
-                    port_open, recipients, stack, unique)
+                    port_open, recipients, stack, stack_dir, unique)
 
 OUTAGE_S = float(os.environ.get("E2E_OUTAGE_S", "30"))
 USERS, ROUNDS = 5, 6
@@ -104,6 +111,21 @@ t_down = time.monotonic()
 stack("stop", "maildev")
 t.check(not port_open(smtp_port), f"SMTP port {smtp_port} closed after the stop")
 time.sleep(1)  # a send that ended as the sink went has been counted by now
+
+
+def partial(path):
+    """A message file maildev began and never finished: it does not end with the closing MIME
+    boundary that every email of push-email's (multipart) ends with."""
+    with open(path, "rb") as f:
+        data = f.read()
+    boundary = email.message_from_bytes(data).get_boundary()
+    return boundary is None or not data.rstrip().endswith(b"--" + boundary.encode() + b"--")
+
+
+for path in glob.glob(os.path.join(stack_dir(), "maildev", "mail", "*.eml")):
+    if partial(path):
+        log(f"removing {os.path.basename(path)}: cut off by the stop, never accepted")
+        os.remove(path)
 m0 = pe.metrics()
 
 if NEGATIVE:
@@ -155,16 +177,27 @@ ems = [e for e in mail.wait_for(lambda es: set(expected) <= keys(es), ARRIVAL_BO
 log(f"checked {time.monotonic() - t_up:.1f}s after `scripts/stack up` began (incl. the settle)")
 
 # ---- exact accounting over the emails from before and after the outage
-seen = collections.Counter((r, e.get("subject")) for e in ems for r in recipients(e))
-missing = sorted(k for k in expected if seen[k] == 0)
-twice = sorted((k, v) for k, v in seen.items() if k in expected and v > 1)
-unexpected = sorted((k, v) for k, v in seen.items() if k not in expected)
+seen = collections.defaultdict(list)  # (recipient, subject) -> Message-IDs
+for e in ems:
+    for r in recipients(e):
+        seen[(r, e.get("subject"))].append(message_id(e))
+missing = sorted(k for k in expected if not seen[k])
+twice = sorted((k, ids) for k, ids in seen.items() if k in expected and len(ids) > 1)
+unexpected = sorted((k, len(ids)) for k, ids in seen.items() if k not in expected and ids)
+# The one allowance: a single email twice, both copies with one Message-ID (its 250 was lost
+# as the sink went).
+reply_lost = len(twice) == 1 and len(twice[0][1]) == 2 and len(set(twice[0][1])) == 1
+if reply_lost:
+    log(f"one email came twice with one Message-ID (its reply lost at the stop): {twice[0]}")
 t.check(not missing, f"no expected email missing ({missing})")
-t.check(not twice, f"no expected email twice ({twice})")
+t.check(not twice or reply_lost,
+        f"no expected email twice, but for one whose reply was lost at the stop ({twice})")
 t.check(not unexpected, f"no other email to these users ({unexpected})")
-t.eq(len(ems), len(expected), "emails to these users (exactly one per expected email)")
+t.check(len(ems) - len(expected) in ((0, 1) if reply_lost else (0,)),
+        f"emails to these users: {len(ems)} for {len(expected)} expected")
 ids = collections.Counter(message_id(e) for e in ems)
-t.check(not {k: v for k, v in ids.items() if v > 1}, "no duplicate Message-ID")
+t.check(len({k for k, v in ids.items() if v > 1}) <= (1 if reply_lost else 0),
+        "no Message-ID twice, but for that one")
 for e in ems:
     want = expected.get((recipients(e)[0], e.get("subject"))) if recipients(e) else None
     if want is not None:
