@@ -4,49 +4,62 @@ the connection and never answers. push-email must exit 0 within seconds, not aft
 timeouts (60 s here, as in production), and must not record the email as sent.
 
 Its own topic (e2e.sigterm.<pid>, one create event), group and delivery-log database
-(notifications_sigterm); the SMTP "server" is a socket in this test that accepts and stays
-silent.
+(notifications_sigterm); the SMTP server is the integration tests' aiosmtpd server
+(tests/integration/push-email/smtp_server.py) with --stall-greeting: it accepts every
+connection, notes it, and never sends its greeting.
 """
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
-import threading
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2elib import (Checks, PushEmail, cleanup_private, load_env, log, mysql_root,  # noqa: E402
-                    private_topic_with_events)
+from e2elib import (REPO, Checks, PushEmail, cleanup_private, load_env, log,  # noqa: E402
+                    mysql_root, private_topic_with_events)
 
 DB = "notifications_sigterm"
+SMTP_SERVER = os.path.join(REPO, "tests", "integration", "push-email", "smtp_server.py")
 
 env = load_env()
 t = Checks("e2e_sigterm_stalled_smtp")
 topic = f"e2e.sigterm.{os.getpid()}"
 
-silent = socket.socket()
-silent.bind(("127.0.0.1", 0))
-silent.listen(8)
-held = []  # accepted connections, kept open and never written to
+work = tempfile.mkdtemp(prefix="e2e-stalled-smtp-")
+with socket.socket() as s:  # a port that was free a moment ago
+    s.bind(("127.0.0.1", 0))
+    smtp_port = s.getsockname()[1]
+server_log = open(os.path.join(work, "server.log"), "wb")
+server = subprocess.Popen(["/usr/bin/python3", SMTP_SERVER, "--port", str(smtp_port), "--dir",
+                           work, "--stall-greeting"], stdout=server_log,
+                          stderr=subprocess.STDOUT)
 
 
-def accept_forever():
-    while True:
-        try:
-            conn, _ = silent.accept()
-        except OSError:
-            return
-        held.append(conn)
+def connections():
+    """Connections the server accepted, but for its own start-up probe."""
+    try:
+        with open(os.path.join(work, "connections")) as f:
+            return max(0, len(f.read().split()) - 1)
+    except OSError:
+        return 0
 
 
-threading.Thread(target=accept_forever, daemon=True).start()
+deadline = time.monotonic() + 30
+while not os.path.exists(os.path.join(work, "ready")) and time.monotonic() < deadline:
+    time.sleep(0.1)
+if not t.check(os.path.exists(os.path.join(work, "ready")), "the stalled SMTP server started"):
+    server.terminate()
+    t.finish()
 pe = PushEmail(env, name="e2e-push-email-sigterm",
                port=int(os.environ.get("STACK_PUSH_EMAIL_PORT", "8181")) + 12, overrides={
                    "PUSH_EMAIL_TOPIC": topic,
                    "PUSH_EMAIL_DLQ_TOPIC": f"{topic}.dlq",
                    "PUSH_EMAIL_GROUP_ID": f"e2e-sigterm-{os.getpid()}",
                    "PUSH_EMAIL_DB_NAME": DB,
-                   "PUSH_EMAIL_SMTP_URL": f"smtp://127.0.0.1:{silent.getsockname()[1]}",
+                   "PUSH_EMAIL_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
                    "PUSH_EMAIL_SMTP_CONNECT_TIMEOUT_MS": "60000",
                    "PUSH_EMAIL_SMTP_TIMEOUT_MS": "60000",
                })
@@ -59,9 +72,9 @@ try:
         t.finish()
     pe.start()
     deadline = time.monotonic() + 60
-    while not held and time.monotonic() < deadline:
+    while not connections() and time.monotonic() < deadline:
         time.sleep(0.1)
-    if not t.check(bool(held), "push-email connected to the silent SMTP server"):
+    if not t.check(connections() > 0, "push-email connected to the stalled SMTP server"):
         t.finish()
     time.sleep(1.5)  # well into the send
     t0 = time.monotonic()
@@ -75,7 +88,8 @@ try:
          "the abandoned email is not recorded as sent")
 finally:
     cleanup_private(env, pe, topic, DB)
-    silent.close()
-    for c in held:
-        c.close()
+    server.terminate()
+    server.wait(timeout=10)
+    server_log.close()
+    shutil.rmtree(work, ignore_errors=True)
 t.finish()
